@@ -1,0 +1,323 @@
+//! Encoding: Lanczos3 downscale to a max side, PNG where transparency or
+//! losslessness is needed, JPEG otherwise; outputs encoded in parallel.
+
+use fast_image_resize as fr;
+use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::PipelineError;
+use crate::options::EncodingOptions;
+use crate::output::EncodedOutput;
+
+/// How an output's pixels must be treated by the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// A photo-like image: PNG when any pixel is not opaque, else JPEG
+    /// (alpha flattened on white).
+    Picture,
+    /// A soft alpha mask: grayscale PNG, resized with Lanczos3.
+    Mask,
+    /// A label map: grayscale PNG, resized with nearest-neighbour only so no
+    /// label is invented.
+    Labels,
+}
+
+/// Pixels of one output, borrowed or owned by the caller.
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
+    /// 8-bit RGB.
+    Rgb(&'a RgbImage),
+    /// 8-bit RGBA (straight alpha).
+    Rgba(&'a RgbaImage),
+    /// 8-bit grayscale.
+    Gray(&'a GrayImage),
+}
+
+impl Pixels<'_> {
+    fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Pixels::Rgb(i) => i.dimensions(),
+            Pixels::Rgba(i) => i.dimensions(),
+            Pixels::Gray(i) => i.dimensions(),
+        }
+    }
+}
+
+/// One output to encode.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputImage<'a> {
+    /// Its role (becomes the file name's stem).
+    pub role: &'a str,
+    /// Its pixels.
+    pub pixels: Pixels<'a>,
+    /// How to treat them.
+    pub kind: OutputKind,
+}
+
+/// Encodes all `images` in parallel, keeping their order.
+pub fn encode_all(
+    images: &[OutputImage<'_>],
+    options: &EncodingOptions,
+) -> Result<Vec<EncodedOutput>, PipelineError> {
+    check_options(options)?;
+    images
+        .par_iter()
+        .map(|item| encode_image(item, options))
+        .collect()
+}
+
+/// Encodes a decoded image of any colour type as a [`OutputKind::Picture`]
+/// (or as the given kind), converting it to 8 bits first.
+pub fn encode_dynamic(
+    role: &str,
+    image: &DynamicImage,
+    kind: OutputKind,
+    options: &EncodingOptions,
+) -> Result<EncodedOutput, PipelineError> {
+    check_options(options)?;
+    let converted;
+    let pixels = match (kind, image) {
+        (OutputKind::Mask | OutputKind::Labels, DynamicImage::ImageLuma8(g)) => Pixels::Gray(g),
+        (OutputKind::Mask | OutputKind::Labels, other) => {
+            converted = Converted::Gray(other.to_luma8());
+            converted.pixels()
+        }
+        (OutputKind::Picture, DynamicImage::ImageRgb8(i)) => Pixels::Rgb(i),
+        (OutputKind::Picture, DynamicImage::ImageRgba8(i)) => Pixels::Rgba(i),
+        (OutputKind::Picture, DynamicImage::ImageLuma8(i)) => Pixels::Gray(i),
+        (OutputKind::Picture, other) if other.color().has_alpha() => {
+            converted = Converted::Rgba(other.to_rgba8());
+            converted.pixels()
+        }
+        (OutputKind::Picture, other) if other.color().has_color() => {
+            converted = Converted::Rgb(other.to_rgb8());
+            converted.pixels()
+        }
+        (OutputKind::Picture, other) => {
+            converted = Converted::Gray(other.to_luma8());
+            converted.pixels()
+        }
+    };
+    encode_image(&OutputImage { role, pixels, kind }, options)
+}
+
+enum Converted {
+    Rgb(RgbImage),
+    Rgba(RgbaImage),
+    Gray(GrayImage),
+}
+
+impl Converted {
+    fn pixels(&self) -> Pixels<'_> {
+        match self {
+            Converted::Rgb(i) => Pixels::Rgb(i),
+            Converted::Rgba(i) => Pixels::Rgba(i),
+            Converted::Gray(i) => Pixels::Gray(i),
+        }
+    }
+}
+
+fn check_options(options: &EncodingOptions) -> Result<(), PipelineError> {
+    if options.max_side == 0 {
+        return Err(PipelineError::InvalidOptions(
+            "encoding.maxSide must be at least 1".to_owned(),
+        ));
+    }
+    if !(1..=100).contains(&options.jpeg_quality) {
+        return Err(PipelineError::InvalidOptions(format!(
+            "encoding.jpegQuality must be 1..=100, not {}",
+            options.jpeg_quality
+        )));
+    }
+    Ok(())
+}
+
+/// The size an image of `width`x`height` is encoded at: the longest side at
+/// most `max_side`, aspect ratio kept, never upscaled.
+pub fn target_size(width: u32, height: u32, max_side: u32) -> (u32, u32) {
+    let long = width.max(height);
+    if long <= max_side || long == 0 {
+        return (width, height);
+    }
+    let scale = f64::from(max_side) / f64::from(long);
+    let w = ((f64::from(width) * scale).round() as u32).clamp(1, max_side);
+    let h = ((f64::from(height) * scale).round() as u32).clamp(1, max_side);
+    (w, h)
+}
+
+/// Encodes one output.
+pub fn encode_image(
+    item: &OutputImage<'_>,
+    options: &EncodingOptions,
+) -> Result<EncodedOutput, PipelineError> {
+    let role = item.role;
+    let err = |detail: String| PipelineError::Encode {
+        role: role.to_owned(),
+        detail,
+    };
+    let (w, h) = item.pixels.dimensions();
+    let (tw, th) = target_size(w, h, options.max_side);
+    let (format, width, height, bytes) = match (item.kind, item.pixels) {
+        (OutputKind::Mask | OutputKind::Labels, Pixels::Gray(g)) => {
+            let alg = if item.kind == OutputKind::Labels {
+                fr::ResizeAlg::Nearest
+            } else {
+                fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)
+            };
+            let data = resize(g.as_raw(), w, h, tw, th, fr::PixelType::U8, alg).map_err(err)?;
+            let png = encode_png(&data, tw, th, png::ColorType::Grayscale).map_err(err)?;
+            (Format::Png, tw, th, png)
+        }
+        (OutputKind::Mask | OutputKind::Labels, _) => {
+            return Err(err("masks and label maps must be grayscale".to_owned()));
+        }
+        (OutputKind::Picture, Pixels::Gray(g)) => {
+            let data =
+                resize(g.as_raw(), w, h, tw, th, fr::PixelType::U8, lanczos()).map_err(err)?;
+            let jpg = encode_jpeg(
+                &data,
+                tw,
+                th,
+                jpeg_encoder::ColorType::Luma,
+                options.jpeg_quality,
+            )
+            .map_err(err)?;
+            (Format::Jpeg, tw, th, jpg)
+        }
+        (OutputKind::Picture, Pixels::Rgb(i)) => {
+            let data =
+                resize(i.as_raw(), w, h, tw, th, fr::PixelType::U8x3, lanczos()).map_err(err)?;
+            let jpg = encode_jpeg(
+                &data,
+                tw,
+                th,
+                jpeg_encoder::ColorType::Rgb,
+                options.jpeg_quality,
+            )
+            .map_err(err)?;
+            (Format::Jpeg, tw, th, jpg)
+        }
+        (OutputKind::Picture, Pixels::Rgba(i)) => {
+            let data =
+                resize(i.as_raw(), w, h, tw, th, fr::PixelType::U8x4, lanczos()).map_err(err)?;
+            if data.chunks_exact(4).any(|p| p[3] != 255) {
+                let png = encode_png(&data, tw, th, png::ColorType::Rgba).map_err(err)?;
+                (Format::Png, tw, th, png)
+            } else {
+                let rgb = flatten_on_white(&data);
+                let jpg = encode_jpeg(
+                    &rgb,
+                    tw,
+                    th,
+                    jpeg_encoder::ColorType::Rgb,
+                    options.jpeg_quality,
+                )
+                .map_err(err)?;
+                (Format::Jpeg, tw, th, jpg)
+            }
+        }
+    };
+    let sha256 = hex::encode(Sha256::digest(&bytes));
+    Ok(EncodedOutput {
+        role: role.to_owned(),
+        file_name: format!("{role}.{}", format.extension()),
+        media_type: format.media_type(),
+        width,
+        height,
+        bytes,
+        sha256,
+    })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Png,
+    Jpeg,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpeg => "jpg",
+        }
+    }
+    fn media_type(self) -> &'static str {
+        match self {
+            Format::Png => "image/png",
+            Format::Jpeg => "image/jpeg",
+        }
+    }
+}
+
+fn lanczos() -> fr::ResizeAlg {
+    fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)
+}
+
+/// Resizes raw 8-bit pixels; returns them unchanged (copied) when the size
+/// does not change. RGBA is resized with premultiplied alpha.
+pub(crate) fn resize(
+    data: &[u8],
+    w: u32,
+    h: u32,
+    tw: u32,
+    th: u32,
+    pixel_type: fr::PixelType,
+    alg: fr::ResizeAlg,
+) -> Result<Vec<u8>, String> {
+    if (w, h) == (tw, th) {
+        return Ok(data.to_vec());
+    }
+    let src = fr::images::ImageRef::new(w, h, data, pixel_type).map_err(|e| e.to_string())?;
+    let mut dst = fr::images::Image::new(tw, th, pixel_type);
+    let mut resizer = fr::Resizer::new();
+    resizer
+        .resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))
+        .map_err(|e| e.to_string())?;
+    Ok(dst.into_vec())
+}
+
+fn flatten_on_white(rgba: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
+    for p in rgba.chunks_exact(4) {
+        let a = u32::from(p[3]);
+        for &c in &p[..3] {
+            out.push(((u32::from(c) * a + 255 * (255 - a) + 127) / 255) as u8);
+        }
+    }
+    out
+}
+
+fn encode_jpeg(
+    data: &[u8],
+    w: u32,
+    h: u32,
+    color: jpeg_encoder::ColorType,
+    quality: u8,
+) -> Result<Vec<u8>, String> {
+    let (w16, h16) = match (u16::try_from(w), u16::try_from(h)) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Err(format!("{w}x{h} is too large for JPEG (65535 max)")),
+    };
+    let mut out = Vec::with_capacity(data.len() / 8);
+    let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
+    enc.set_optimized_huffman_tables(true);
+    enc.encode(data, w16, h16, color)
+        .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn encode_png(data: &[u8], w: u32, h: u32, color: png::ColorType) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(data.len() / 4);
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(data).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,27 @@
+//! clothjob-pipeline: turns a photo of a garment into catalog-ready images.
+//!
+//! Pure Rust, no Kubernetes. [`run`] decodes the input ([`decode`]), runs the
+//! enabled stages in order — background removal, segmentation, expansion,
+//! encoding — reports progress to a [`ProgressSink`], and returns the encoded
+//! outputs with a report per stage and a segmentation summary.
+
+mod error;
+mod limits;
+mod options;
+mod output;
+mod progress;
+
+pub mod decode;
+pub mod encode;
+pub mod pipeline;
+
+pub use decode::decode;
+pub use error::PipelineError;
+pub use limits::Limits;
+pub use options::{
+    BackgroundRemovalBackend, BackgroundRemovalOptions, EncodingOptions, ExpansionBackend,
+    ExpansionOptions, Options, SegmentationBackend, SegmentationOptions,
+};
+pub use output::{BoundingBox, EncodedOutput, NamedColor, Region, RunOutput};
+pub use pipeline::run;
+pub use progress::{NoProgress, ProgressSink, StageName, StageReport};

@@ -1,0 +1,75 @@
+//! Result types of a run: `RunOutput`, `EncodedOutput`, `Region` and friends.
+
+use crate::progress::StageReport;
+
+/// Everything one run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutput {
+    /// The encoded outputs, in role order (`original`, `cutout`, `mask`,
+    /// `segments`, `garment`, `catalog`, `square`, …); only those the enabled
+    /// stages made; empty when encoding is disabled.
+    pub outputs: Vec<EncodedOutput>,
+    /// The stages that ran, in order (skipped stages are not listed).
+    pub stages: Vec<StageReport>,
+    /// The segmentation summary: one entry per label of the `segments` map.
+    pub regions: Vec<Region>,
+}
+
+/// One encoded output file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedOutput {
+    /// `original`, `cutout`, `mask`, `segments`, `garment`, `catalog`,
+    /// `square` or `expanded_WxH`.
+    pub role: String,
+    /// The role plus extension, e.g. `catalog.jpg`.
+    pub file_name: String,
+    /// `image/jpeg` or `image/png`.
+    pub media_type: &'static str,
+    /// Width in pixels of the encoded image.
+    pub width: u32,
+    /// Height in pixels of the encoded image.
+    pub height: u32,
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+    /// SHA-256 of `bytes`, lowercase hex.
+    pub sha256: String,
+}
+
+/// An axis-aligned box in pixels of the decoded (upright) input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BoundingBox {
+    /// Left column.
+    pub x: u32,
+    /// Top row.
+    pub y: u32,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
+/// A dominant colour of a region, named for people ("navy") and given as hex.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedColor {
+    /// A plain colour name (`navy`, `white`, `beige`, …).
+    pub name: String,
+    /// `#rrggbb`.
+    pub hex: String,
+    /// Share of the region's pixels with this colour, 0..=1.
+    pub fraction: f32,
+}
+
+/// One region of the garment: a label of the `segments` map.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Region {
+    /// The label in the `segments` map (1..=255; 0 is the background).
+    pub label: u8,
+    /// Pixels with this label.
+    pub pixels: u64,
+    /// Share of the garment's pixels with this label, 0..=1.
+    pub area_fraction: f32,
+    /// Bounding box of the label's pixels.
+    pub bbox: BoundingBox,
+    /// Dominant colours, most frequent first.
+    pub colors: Vec<NamedColor>,
+}
