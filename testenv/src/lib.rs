@@ -1,0 +1,32 @@
+//! Test support for end-to-end tests of the clothjob operator.
+//!
+//! It runs a real `etcd` + `kube-apiserver` (RBAC on) + `kube-controller-manager` on loopback
+//! ([`ControlPlane`]), a fake kubelet that runs pods as local processes ([`FakeNode`]) and an
+//! S3-compatible server backed by a directory ([`S3Server`], the `s3s-fs` binary).
+//!
+//! Binaries are located or built by the [`bins`] module.
+//!
+//! Environment variables honoured:
+//! - `CLOTHJOB_K8S_BIN_DIR`: directory holding `etcd`, `kube-apiserver`,
+//!   `kube-controller-manager` and `kubectl` (checked first, per binary);
+//! - `KUBEBUILDER_ASSETS`: envtest assets directory (checked second, per binary);
+//! - `XDG_CACHE_HOME` (or `HOME`): the build cache lives in `${XDG_CACHE_HOME:-~/.cache}/clothjob`;
+//! - `CLOTHJOB_KEEP_TESTENV=1`: keep the temporary directories (logs, certs, pod dirs) and print
+//!   their paths;
+//! - `CLOTHJOB_TESTENV_START_TIMEOUT`: seconds to wait for the control plane (default 120);
+//! - `RUST_LOG`, `RUST_BACKTRACE`, `LLVM_PROFILE_FILE`: passed through to pod processes.
+
+pub mod bins;
+mod certs;
+mod control_plane;
+mod kubeconfig;
+pub mod node;
+mod proc;
+mod s3;
+mod util;
+
+pub use bins::{K8sBins, ensure_helm, ensure_k8s_binaries, ensure_s3_server};
+pub use control_plane::ControlPlane;
+pub use node::{FakeNode, NodeConfig};
+pub use s3::S3Server;
+pub use util::wait_for;

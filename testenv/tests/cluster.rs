@@ -1,0 +1,262 @@
+//! End-to-end checks of the test environment against a real control plane shared by the tests
+//! of this binary (each test uses its own namespace and its own fake node).
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use common::{init_tracing, wait_pod_phase};
+use clothjob_testenv::{ControlPlane, FakeNode, NodeConfig, wait_for};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+
+fn busybox_node(ns: &str) -> NodeConfig {
+    NodeConfig::new().namespace(ns).image("busybox", "/bin/sh")
+}
+
+fn job(name: &str, script: &str, backoff_limit: i32) -> Result<Job> {
+    Ok(serde_json::from_value(json!({
+        "metadata": { "name": name },
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "podFailurePolicy": { "rules": [
+                { "action": "FailJob", "onExitCodes": { "operator": "In", "values": [42] } }
+            ]},
+            "template": { "spec": {
+                "restartPolicy": "Never",
+                "containers": [{ "name": "main", "image": "busybox", "command": ["sh", "-c", script] }],
+            }},
+        },
+    }))?)
+}
+
+/// Waits for a Job condition of `type_` with status True; returns its reason.
+async fn wait_job_condition(jobs: &Api<Job>, name: &str, type_: &str, timeout: Duration) -> Result<String> {
+    wait_for(&format!("job {name} condition {type_}"), timeout, Duration::from_millis(250), || async {
+        let job = jobs.get(name).await?;
+        let conds = job.status.and_then(|s| s.conditions).unwrap_or_default();
+        if let Some(c) = conds.iter().find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
+            && c.type_ != type_
+        {
+            anyhow::bail!("job {name} ended with {} ({:?}) instead of {type_}", c.type_, c.reason);
+        }
+        Ok(conds
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+            .map(|c| c.reason.clone().unwrap_or_default()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn rbac_is_on_and_crds_install() -> Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace("rbac").await?;
+
+    let sa_client = cp.client_for_service_account(&ns, "default").await?;
+    let secrets: Api<Secret> = Api::namespaced(sa_client, &ns);
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 403, "unexpected status {s:?}"),
+        other => panic!("expected 403, got {other:?}"),
+    }
+
+    let dir = tempfile::tempdir()?;
+    assert!(cp.install_crds(dir.path()).await?.is_empty());
+    std::fs::write(
+        dir.path().join("widgets.yaml"),
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.testenv.clothjob.dev
+spec:
+  group: testenv.clothjob.dev
+  scope: Namespaced
+  names: { plural: widgets, singular: widget, kind: Widget }
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      schema:
+        openAPIV3Schema:
+          type: object
+          properties:
+            spec: { type: object, x-kubernetes-preserve-unknown-fields: true }
+"#,
+    )?;
+    let names = cp.install_crds(dir.path()).await?;
+    assert_eq!(names, vec!["widgets.testenv.clothjob.dev".to_string()]);
+    cp.apply_yaml(&format!(
+        "apiVersion: testenv.clothjob.dev/v1\nkind: Widget\nmetadata: {{ name: w1, namespace: {ns} }}\nspec: {{ size: 3 }}\n"
+    ))
+    .await?;
+    let out = cp.kubectl().args(["get", "widgets", "-n", &ns, "-o", "name"]).output()?;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "widget.testenv.clothjob.dev/w1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn jobs_complete_fail_and_retry() -> Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace("jobs").await?;
+    let node = FakeNode::start(cp, busybox_node(&ns)).await?;
+    let jobs: Api<Job> = Api::namespaced(cp.client().await?, &ns);
+    let pp = PostParams::default();
+
+    jobs.create(&pp, &job("ok", "echo hello; exit 0", 1)?).await?;
+    jobs.create(&pp, &job("fatal", "exit 42", 3)?).await?;
+    jobs.create(&pp, &job("flaky", "exit 3", 1)?).await?;
+
+    assert_eq!(wait_job_condition(&jobs, "ok", "Complete", Duration::from_secs(60)).await?, "CompletionsReached");
+    assert_eq!(wait_job_condition(&jobs, "fatal", "Failed", Duration::from_secs(60)).await?, "PodFailurePolicy");
+    let fatal = jobs.get("fatal").await?;
+    assert_eq!(fatal.status.and_then(|s| s.failed), Some(1), "exit 42 must not be retried");
+
+    assert_eq!(
+        wait_job_condition(&jobs, "flaky", "Failed", Duration::from_secs(120)).await?,
+        "BackoffLimitExceeded"
+    );
+    let flaky = jobs.get("flaky").await?;
+    assert_eq!(flaky.status.and_then(|s| s.failed), Some(2), "exit 3 is retried once");
+
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
+    let ok_pods = pods.list(&ListParams::default().labels("job-name=ok")).await?;
+    let ok_pod = ok_pods.items.first().expect("pod of job ok");
+    let name = ok_pod.metadata.name.clone().unwrap();
+    assert!(node.logs(&ns, &name).contains("hello"));
+    let term = ok_pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+        .state
+        .as_ref()
+        .unwrap()
+        .terminated
+        .clone()
+        .unwrap();
+    assert_eq!(term.exit_code, 0);
+    assert_eq!(term.reason.as_deref(), Some("Completed"));
+    assert_eq!(node.processes_started(), 4, "each pod runs exactly once");
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_running_pod_kills_its_process() -> Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace("delete").await?;
+    let node = FakeNode::start(cp, busybox_node(&ns)).await?;
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "sleeper" },
+        "spec": { "restartPolicy": "Never", "containers": [
+            { "name": "main", "image": "busybox:1.36", "command": ["sh", "-c", "echo started; sleep 300"] }
+        ]},
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    wait_pod_phase(&pods, "sleeper", "Running", Duration::from_secs(30)).await?;
+    assert_eq!(node.process_count(), 1);
+    let pid = node.pid(&ns, "sleeper").expect("pid of running pod");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+
+    pods.delete("sleeper", &DeleteParams::default()).await?;
+    wait_for("pod sleeper gone", Duration::from_secs(30), Duration::from_millis(200), || async {
+        Ok(pods.get_opt("sleeper").await?.is_none().then_some(()))
+    })
+    .await?;
+    wait_for("process gone", Duration::from_secs(10), Duration::from_millis(100), || async {
+        Ok((node.process_count() == 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
+    })
+    .await?;
+
+    // An image without a mapping fails the pod instead of hanging.
+    let bad: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "bad-image" },
+        "spec": { "restartPolicy": "Never", "containers": [{ "name": "main", "image": "example.invalid/nope:1" }] },
+    }))?;
+    pods.create(&PostParams::default(), &bad).await?;
+    let bad = wait_pod_phase(&pods, "bad-image", "Failed", Duration::from_secs(30)).await?;
+    let waiting = bad.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
+    assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn env_secrets_volumes_and_token() -> Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace("env").await?;
+    let node = FakeNode::start(cp, busybox_node(&ns)).await?;
+    cp.apply_yaml(&format!(
+        r#"
+apiVersion: v1
+kind: Secret
+metadata: {{ name: creds, namespace: {ns} }}
+stringData: {{ password: s3cr3t, config.txt: hello-file }}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{ name: runner, namespace: {ns} }}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{ name: pod-reader, namespace: {ns} }}
+rules: [{{ apiGroups: [""], resources: [pods], verbs: [get] }}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{ name: runner-pod-reader, namespace: {ns} }}
+roleRef: {{ apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader }}
+subjects: [{{ kind: ServiceAccount, name: runner, namespace: {ns} }}]
+"#
+    ))
+    .await?;
+    let kubectl = cp.bins().kubectl.display().to_string();
+    let script = r#"
+set -x
+test "$PASSWORD" = s3cr3t || exit 10
+test "$(cat "$CONF_FILE")" = hello-file || exit 11
+test "$(cat "$1")" = hello-file || exit 12
+test "$MY_NS" = "$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace 2>/dev/null || echo "$MY_NS")" || exit 13
+"$KUBECTL" get pod "$POD_NAME" -o name || exit 14
+"$KUBECTL" get secrets && exit 15
+echo all-good > "$CLOTHJOB_TERMINATION_MESSAGE_PATH"
+"#;
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "checker" },
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": "runner",
+            "volumes": [{ "name": "creds", "secret": { "secretName": "creds" } }],
+            "containers": [{
+                "name": "main", "image": "docker.io/library/busybox:latest",
+                "command": ["sh", "-c", script, "sh", "/etc/creds/config.txt"],
+                "env": [
+                    { "name": "PASSWORD", "valueFrom": { "secretKeyRef": { "name": "creds", "key": "password" } } },
+                    { "name": "CONF_FILE", "value": "/etc/creds/config.txt" },
+                    { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+                    { "name": "MY_NS", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+                    { "name": "KUBECTL", "value": kubectl },
+                ],
+                "volumeMounts": [{ "name": "creds", "mountPath": "/etc/creds", "readOnly": true }],
+            }],
+        },
+    }))?;
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
+    pods.create(&PostParams::default(), &pod).await?;
+    let done = wait_for("pod checker terminal", Duration::from_secs(60), Duration::from_millis(200), || async {
+        let p = pods.get("checker").await?;
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        Ok((phase == "Succeeded" || phase == "Failed").then_some(p))
+    })
+    .await?;
+    let logs = node.logs(&ns, "checker");
+    let status = done.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Succeeded"), "logs:\n{logs}");
+    let term = status.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    assert_eq!(term.message.as_deref().map(str::trim), Some("all-good"));
+    assert!(logs.contains("pod/checker"), "logs:\n{logs}");
+    Ok(())
+}
