@@ -1,0 +1,42 @@
+//! Names both sides agree on: environment variables given to the runner pod, exit codes,
+//! field managers, labels and annotations.
+
+/// Env var: namespace of the ClothJob the runner works for.
+pub const ENV_NAMESPACE: &str = "CLOTHJOB_NAMESPACE";
+/// Env var: name of the ClothJob the runner works for.
+pub const ENV_NAME: &str = "CLOTHJOB_NAME";
+/// Env var: uid of the ClothJob (guards against a recreated object of the same name).
+pub const ENV_UID: &str = "CLOTHJOB_UID";
+/// Env var: the attempt number (1-based) as the operator last saw it; informational.
+pub const ENV_POD_NAME: &str = "POD_NAME";
+
+/// The runner exits with this code when the input can never succeed (not an image, too large,
+/// unsupported source): the Job's podFailurePolicy fails the Job at once instead of retrying.
+pub const EXIT_BAD_INPUT: i32 = 42;
+/// The runner exits with this code on failures worth retrying (network, object store, apiserver).
+pub const EXIT_TRANSIENT: i32 = 75;
+
+/// Server-side apply field manager of the operator (lifecycle fields of the status).
+pub const OPERATOR_MANAGER: &str = "clothjob-operator";
+/// Server-side apply field manager of the runner (progress fields of the status).
+pub const RUNNER_MANAGER: &str = "clothjob-runner";
+
+/// Label put on every object the operator creates for a ClothJob: the ClothJob's name.
+pub const LABEL_CLOTHJOB: &str = "closetconnect.io/clothjob";
+/// Label with the ClothJob's uid.
+pub const LABEL_CLOTHJOB_UID: &str = "closetconnect.io/clothjob-uid";
+/// `app.kubernetes.io/name` value for the runner pods.
+pub const APP_NAME: &str = "clothjob-runner";
+/// `app.kubernetes.io/managed-by` value.
+pub const MANAGED_BY: &str = "clothjob-operator";
+
+/// The container name of the runner inside the Job's pod template.
+pub const RUNNER_CONTAINER: &str = "runner";
+/// Default runner image.
+pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/closetconnect/clothjob-runner:0.1.0";
+/// Default service account of the runner pods (created by the Helm chart / test setup).
+pub const DEFAULT_RUNNER_SERVICE_ACCOUNT: &str = "clothjob-runner";
+/// Path the runner writes its termination message to.
+pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
+/// Env var overriding where the runner writes its termination message (tests, local runs).
+pub const ENV_TERMINATION_MESSAGE_PATH: &str = "CLOTHJOB_TERMINATION_MESSAGE_PATH";
