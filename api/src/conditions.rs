@@ -54,10 +54,10 @@ pub fn set(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::{TimeZone, Utc};
+    use k8s_openapi::jiff::Timestamp;
 
     fn at(secs: i64) -> Time {
-        Time(Utc.timestamp_opt(secs, 0).single().unwrap_or_default())
+        Time(Timestamp::from_second(secs).unwrap())
     }
 
     #[test]

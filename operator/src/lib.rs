@@ -1,0 +1,11 @@
+//! The ClothJob operator: reconciles each ClothJob into one batch/v1 Job running the runner,
+//! and reports the job's lifecycle (conditions, phase, attempts, times) and Events.
+
+pub mod config;
+pub mod decide;
+pub mod error;
+pub mod job;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+pub mod server;

@@ -1,0 +1,70 @@
+//! The operator's entry point: settings, logging, the HTTP endpoints and the controller.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::Parser;
+use clothjob_operator::config::OperatorConfig;
+use clothjob_operator::metrics::Metrics;
+use clothjob_operator::reconcile::{Context, run_controller};
+use clothjob_operator::server::{Health, router};
+use tokio::sync::watch;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = OperatorConfig::parse();
+    let client = kube::Client::try_default().await?;
+    let metrics = Metrics::new()?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let health = Health { ready: ready.clone(), metrics: metrics.clone() };
+    let mut http_stop = stop_rx.clone();
+    let http = tokio::spawn(async move {
+        let serve = axum::serve(listener, router(health))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "http server");
+        }
+    });
+
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let ctx = Arc::new(Context::new(client, config, metrics));
+    let mut ctl_stop = stop_rx.clone();
+    run_controller(ctx, ready, async move {
+        let _ = ctl_stop.wait_for(|s| *s).await;
+    })
+    .await;
+    let _ = http.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
