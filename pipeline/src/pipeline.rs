@@ -1,16 +1,23 @@
 //! `run`: the stages in order, with progress reporting and stage reports.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
-use image::{DynamicImage, RgbImage};
+use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
 
 use crate::decode::decode;
 use crate::encode::{OutputImage, OutputKind, Pixels, encode_all};
 use crate::error::PipelineError;
+use crate::expand::{Expanded, expand};
 use crate::limits::Limits;
-use crate::options::Options;
+use crate::matte::{compose_cutout, remover_for};
+use crate::options::{
+    BackgroundRemovalOptions, ExpansionBackend, ExpansionOptions, Options, SegmentationBackend,
+    SegmentationOptions,
+};
 use crate::output::RunOutput;
 use crate::progress::{ProgressSink, StageName, StageReport};
+use crate::segment::{Segmentation, segment};
 
 /// Runs the pipeline on one encoded input image.
 ///
@@ -34,51 +41,237 @@ pub fn run_decoded(
     sink: &mut dyn ProgressSink,
 ) -> Result<RunOutput, PipelineError> {
     let mut stages = Vec::new();
+    let working = working_rgb(image);
 
-    // Background removal, segmentation and expansion: the builtin backends
-    // land in the next commits; until then they are reported as skipped.
-    for stage in [
-        StageName::BackgroundRemoval,
-        StageName::Segmentation,
-        StageName::Expansion,
-    ] {
-        sink.stage_skipped(stage);
-    }
+    // 1. Background removal.
+    let matte = match &options.background_removal {
+        None => {
+            sink.stage_skipped(StageName::BackgroundRemoval);
+            None
+        }
+        Some(o) => Some(timed(
+            sink,
+            &mut stages,
+            StageName::BackgroundRemoval,
+            o.backend.name(),
+            |sink| remove_background(image, &working, o, sink),
+        )?),
+    };
 
+    // 2. Segmentation.
+    let segmentation = match &options.segmentation {
+        None => {
+            sink.stage_skipped(StageName::Segmentation);
+            None
+        }
+        Some(o) => Some(timed(
+            sink,
+            &mut stages,
+            StageName::Segmentation,
+            o.backend.name(),
+            |sink| run_segmentation(&working, matte.as_ref().map(|m| &m.alpha), o, sink),
+        )?),
+    };
+
+    // 3. Expansion.
+    let render_max_side = options.encoding.map_or(2048, |e| e.max_side);
+    let expanded = match &options.expansion {
+        None => {
+            sink.stage_skipped(StageName::Expansion);
+            None
+        }
+        Some(o) => Some(timed(
+            sink,
+            &mut stages,
+            StageName::Expansion,
+            o.backend.name(),
+            |sink| {
+                run_expansion(
+                    &working,
+                    matte.as_ref().map(|m| &m.cutout),
+                    o,
+                    render_max_side,
+                    sink,
+                )
+            },
+        )?),
+    };
+
+    // 4. Encoding.
     let outputs = match &options.encoding {
         None => {
             sink.stage_skipped(StageName::Encoding);
             Vec::new()
         }
-        Some(enc) => {
-            let stage = StageName::Encoding;
-            sink.stage_started(stage, "builtin");
-            let start = Instant::now();
+        Some(enc) => timed(sink, &mut stages, StageName::Encoding, "builtin", |sink| {
             let original = Original::new(image);
-            let items = vec![OutputImage {
+            let mut items = vec![OutputImage {
                 role: "original",
                 pixels: original.pixels(),
                 kind: OutputKind::Picture,
             }];
-            sink.stage_progress(stage, 0.0);
-            let outputs = encode_all(&items, enc).map_err(|e| e.in_stage(stage))?;
-            let duration = start.elapsed();
-            sink.stage_progress(stage, 1.0);
-            sink.stage_finished(stage, "builtin", duration);
-            stages.push(StageReport {
-                name: stage,
-                backend: "builtin".to_owned(),
-                duration,
-            });
-            outputs
-        }
+            if let Some(m) = &matte {
+                items.push(OutputImage {
+                    role: "cutout",
+                    pixels: Pixels::Rgba(&m.cutout),
+                    kind: OutputKind::Picture,
+                });
+                items.push(OutputImage {
+                    role: "mask",
+                    pixels: Pixels::Gray(&m.alpha),
+                    kind: OutputKind::Mask,
+                });
+            }
+            if let Some(s) = &segmentation {
+                items.push(OutputImage {
+                    role: "segments",
+                    pixels: Pixels::Gray(&s.labels),
+                    kind: OutputKind::Labels,
+                });
+            }
+            if let Some(e) = &expanded {
+                if let Some(g) = &e.garment {
+                    items.push(OutputImage {
+                        role: "garment",
+                        pixels: Pixels::Rgba(g),
+                        kind: OutputKind::Picture,
+                    });
+                }
+                for (role, canvas) in &e.canvases {
+                    items.push(OutputImage {
+                        role,
+                        pixels: Pixels::Rgb(canvas),
+                        kind: OutputKind::Picture,
+                    });
+                }
+            }
+            sink.stage_progress(StageName::Encoding, 0.0);
+            encode_all(&items, enc)
+        })?,
     };
 
     Ok(RunOutput {
         outputs,
         stages,
-        regions: Vec::new(),
+        regions: segmentation.map(|s| s.regions).unwrap_or_default(),
     })
+}
+
+/// Runs `body` as `stage`: started, progress, finished with its duration, or
+/// the error wrapped as the stage's failure.
+fn timed<T>(
+    sink: &mut dyn ProgressSink,
+    stages: &mut Vec<StageReport>,
+    stage: StageName,
+    backend: &str,
+    body: impl FnOnce(&mut dyn ProgressSink) -> Result<T, PipelineError>,
+) -> Result<T, PipelineError> {
+    sink.stage_started(stage, backend);
+    let start = Instant::now();
+    let out = body(sink).map_err(|e| e.in_stage(stage))?;
+    let duration = start.elapsed();
+    sink.stage_progress(stage, 1.0);
+    sink.stage_finished(stage, backend, duration);
+    stages.push(StageReport {
+        name: stage,
+        backend: backend.to_owned(),
+        duration,
+    });
+    Ok(out)
+}
+
+/// Alpha and cut-out.
+struct Matte {
+    alpha: GrayImage,
+    cutout: RgbaImage,
+}
+
+fn remove_background(
+    image: &DynamicImage,
+    working: &RgbImage,
+    options: &BackgroundRemovalOptions,
+    sink: &mut dyn ProgressSink,
+) -> Result<Matte, PipelineError> {
+    let stage = StageName::BackgroundRemoval;
+    let remover = remover_for(&options.backend)?;
+    // An input that already has transparency is a cut-out: keep its alpha.
+    let alpha = match input_alpha(image) {
+        Some(a) => a,
+        None => remover.alpha(working, &mut |f| sink.stage_progress(stage, 0.8 * f))?,
+    };
+    let cutout = compose_cutout(working, &alpha, options.decontaminate)?;
+    Ok(Matte { alpha, cutout })
+}
+
+fn run_segmentation(
+    working: &RgbImage,
+    alpha: Option<&GrayImage>,
+    options: &SegmentationOptions,
+    sink: &mut dyn ProgressSink,
+) -> Result<Segmentation, PipelineError> {
+    match &options.backend {
+        SegmentationBackend::Builtin => segment(working, alpha, options, &mut |f| {
+            sink.stage_progress(StageName::Segmentation, f);
+        }),
+        other => Err(PipelineError::BackendUnavailable {
+            stage: StageName::Segmentation,
+            backend: other.name().to_owned(),
+            reason: "this build only has the builtin segmentation".to_owned(),
+        }),
+    }
+}
+
+fn run_expansion(
+    working: &RgbImage,
+    cutout: Option<&RgbaImage>,
+    options: &ExpansionOptions,
+    render_max_side: u32,
+    sink: &mut dyn ProgressSink,
+) -> Result<Expanded, PipelineError> {
+    match &options.backend {
+        ExpansionBackend::Builtin => expand(working, cutout, options, render_max_side, &mut |f| {
+            sink.stage_progress(StageName::Expansion, f);
+        }),
+        other => Err(PipelineError::BackendUnavailable {
+            stage: StageName::Expansion,
+            backend: other.name().to_owned(),
+            reason: "this build only has the builtin expansion".to_owned(),
+        }),
+    }
+}
+
+/// The 8-bit RGB picture the stages work on; transparent inputs are
+/// flattened on white.
+fn working_rgb(image: &DynamicImage) -> Cow<'_, RgbImage> {
+    match image {
+        DynamicImage::ImageRgb8(i) => Cow::Borrowed(i),
+        other if other.color().has_alpha() => {
+            let rgba = other.to_rgba8();
+            let mut rgb = RgbImage::new(rgba.width(), rgba.height());
+            for (o, p) in rgb.pixels_mut().zip(rgba.pixels()) {
+                let a = u32::from(p[3]);
+                for c in 0..3 {
+                    o[c] = ((u32::from(p[c]) * a + 255 * (255 - a) + 127) / 255) as u8;
+                }
+            }
+            Cow::Owned(rgb)
+        }
+        other => Cow::Owned(other.to_rgb8()),
+    }
+}
+
+/// The input's own alpha when it has any transparent pixel.
+fn input_alpha(image: &DynamicImage) -> Option<GrayImage> {
+    if !image.color().has_alpha() {
+        return None;
+    }
+    let rgba = image.to_rgba8();
+    if rgba.pixels().all(|p| p[3] == 255) {
+        return None;
+    }
+    Some(GrayImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        image::Luma([rgba.get_pixel(x, y)[3]])
+    }))
 }
 
 /// The decoded input as 8-bit pixels for the `original` output, borrowed
@@ -86,7 +279,7 @@ pub fn run_decoded(
 enum Original<'a> {
     Borrowed(Pixels<'a>),
     Rgb(RgbImage),
-    Rgba(image::RgbaImage),
+    Rgba(RgbaImage),
 }
 
 impl<'a> Original<'a> {

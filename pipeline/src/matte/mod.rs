@@ -1,0 +1,45 @@
+//! Background removal: the `BackgroundRemover` trait, backend selection and
+//! the cut-out (alpha + edge colour decontamination) shared by all backends.
+
+mod builtin;
+mod cutout;
+
+use image::{GrayImage, RgbImage};
+
+pub use builtin::BuiltinRemover;
+pub use cutout::compose_cutout;
+
+use crate::error::PipelineError;
+use crate::options::BackgroundRemovalBackend;
+use crate::progress::StageName;
+
+/// Something that estimates a garment's alpha mask from a photo. Backends
+/// (builtin, ONNX model, remote service) implement it; the pipeline makes the
+/// cut-out from the alpha with [`compose_cutout`].
+pub trait BackgroundRemover: Send + Sync {
+    /// The backend's name for reports (`builtin`, `onnx`, `remote`).
+    fn name(&self) -> &str;
+
+    /// The alpha mask (255 = garment, 0 = background) of `image`, same size.
+    /// `progress` receives the fraction done, 0..=1.
+    fn alpha(
+        &self,
+        image: &RgbImage,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<GrayImage, PipelineError>;
+}
+
+/// The remover for a configured backend; `onnx` and `remote` are not
+/// available yet and give [`PipelineError::BackendUnavailable`].
+pub fn remover_for(
+    backend: &BackgroundRemovalBackend,
+) -> Result<Box<dyn BackgroundRemover>, PipelineError> {
+    match backend {
+        BackgroundRemovalBackend::Builtin => Ok(Box::new(BuiltinRemover::default())),
+        other => Err(PipelineError::BackendUnavailable {
+            stage: StageName::BackgroundRemoval,
+            backend: other.name().to_owned(),
+            reason: "this build only has the builtin background remover".to_owned(),
+        }),
+    }
+}
