@@ -77,7 +77,12 @@ pub fn ensure_k8s_binaries() -> Result<K8sBins> {
                 is_executable(&p).then_some(p)
             })
     };
-    let names = ["etcd", "kube-apiserver", "kube-controller-manager", "kubectl"];
+    let names = [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kubectl",
+    ];
     let mut found: Vec<Option<PathBuf>> = names.iter().map(|n| find(n)).collect();
     let missing_kube: Vec<&str> = names[1..]
         .iter()
@@ -146,9 +151,19 @@ pub fn ensure_s3_server() -> Result<PathBuf> {
     }
     let staging = root.join(format!(".staging-{}", std::process::id()));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("clothjob-testenv: installing s3s-fs {S3S_FS_VERSION} into {} (one-off)", root.display());
+    eprintln!(
+        "clothjob-testenv: installing s3s-fs {S3S_FS_VERSION} into {} (one-off)",
+        root.display()
+    );
     let status = Command::new(&cargo)
-        .args(["install", "s3s-fs", "--locked", "--features", "binary", "--version"])
+        .args([
+            "install",
+            "s3s-fs",
+            "--locked",
+            "--features",
+            "binary",
+            "--version",
+        ])
         .arg(S3S_FS_VERSION)
         .arg("--root")
         .arg(&staging)
@@ -173,7 +188,8 @@ fn lock(path: &Path) -> Result<File> {
         .write(true)
         .open(path)
         .with_context(|| format!("opening lock file {}", path.display()))?;
-    file.lock().with_context(|| format!("locking {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
     Ok(file)
 }
 
@@ -181,12 +197,19 @@ fn lock(path: &Path) -> Result<File> {
 fn go_build(module_dir: &Path, tools: &[(&str, &str)], out_dir: &Path) -> Result<()> {
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let _lock = lock(&out_dir.join(".build.lock"))?;
-    let todo: Vec<&(&str, &str)> = tools.iter().filter(|(n, _)| !is_executable(&out_dir.join(n))).collect();
+    let todo: Vec<&(&str, &str)> = tools
+        .iter()
+        .filter(|(n, _)| !is_executable(&out_dir.join(n)))
+        .collect();
     if todo.is_empty() {
         return Ok(());
     }
     if !module_dir.join("go.mod").is_file() {
-        bail!("cannot build {:?}: no Go module at {}", todo, module_dir.display());
+        bail!(
+            "cannot build {:?}: no Go module at {}",
+            todo,
+            module_dir.display()
+        );
     }
     let staging = out_dir.join(format!(".staging-{}", std::process::id()));
     fs::create_dir_all(&staging)?;
@@ -206,13 +229,24 @@ fn go_build(module_dir: &Path, tools: &[(&str, &str)], out_dir: &Path) -> Result
         .context("running go build (is Go installed?)")?;
     if !status.success() {
         let _ = fs::remove_dir_all(&staging);
-        bail!("go build of {:?} in {} failed: {status}", todo, module_dir.display());
+        bail!(
+            "go build of {:?} in {} failed: {status}",
+            todo,
+            module_dir.display()
+        );
     }
     for (name, pkg) in todo {
         // `go build -o dir/` names the binary after the package's last path element.
-        let built_name = pkg.rsplit('/').find(|s| !s.starts_with('v') || s.len() > 3).unwrap_or(name);
+        let built_name = pkg
+            .rsplit('/')
+            .find(|s| !s.starts_with('v') || s.len() > 3)
+            .unwrap_or(name);
         let built = staging.join(built_name);
-        let built = if built.exists() { built } else { staging.join(name) };
+        let built = if built.exists() {
+            built
+        } else {
+            staging.join(name)
+        };
         fs::rename(&built, out_dir.join(name))
             .with_context(|| format!("moving {} into {}", built.display(), out_dir.display()))?;
     }

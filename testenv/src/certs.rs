@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 /// PEM-encoded certificates and keys.
@@ -60,16 +60,26 @@ pub(crate) fn generate() -> Result<Pki> {
         .subject_alt_names
         .push(SanType::IpAddress(std::net::IpAddr::from([10, 0, 0, 1])));
     serving.distinguished_name = dn("kube-apiserver", None);
-    serving.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    serving.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_cert = serving.signed_by(&serving_key, &issuer).context("signing serving cert")?;
+    let serving_cert = serving
+        .signed_by(&serving_key, &issuer)
+        .context("signing serving cert")?;
 
     let admin_key = KeyPair::generate()?;
     let mut admin = CertificateParams::new(Vec::<String>::new())?;
     admin.distinguished_name = dn("clothjob-testenv-admin", Some("system:masters"));
-    admin.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    admin.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_cert = admin.signed_by(&admin_key, &issuer).context("signing admin cert")?;
+    let admin_cert = admin
+        .signed_by(&admin_key, &issuer)
+        .context("signing admin cert")?;
 
     let sa_key = KeyPair::generate()?;
 

@@ -21,7 +21,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::bins::{K8sBins, ensure_k8s_binaries};
 use crate::kubeconfig::{Credentials, client_from_json, kubeconfig_json};
-use crate::util::{free_port, keep_testenv, make_temp_dir, persist_temp_dir, remove_or_keep, tail_file, wait_for};
+use crate::util::{
+    free_port, keep_testenv, make_temp_dir, persist_temp_dir, remove_or_keep, tail_file, wait_for,
+};
 use crate::{certs, proc};
 
 /// Issuer (and default audience) of service-account tokens.
@@ -64,7 +66,10 @@ impl ControlPlane {
             .context("binary lookup task panicked")??;
         let dir = persist_temp_dir(make_temp_dir("cp")?);
         if keep_testenv() {
-            eprintln!("clothjob-testenv: control plane directory {}", dir.display());
+            eprintln!(
+                "clothjob-testenv: control plane directory {}",
+                dir.display()
+            );
         }
         let pki = certs::generate()?;
         let mut cp = ControlPlane {
@@ -78,7 +83,11 @@ impl ControlPlane {
         };
         let started = Instant::now();
         cp.boot(&pki).await?;
-        tracing::info!("control plane ready at {} in {:?}", cp.server_url, started.elapsed());
+        tracing::info!(
+            "control plane ready at {} in {:?}",
+            cp.server_url,
+            started.elapsed()
+        );
         Ok(cp)
     }
 
@@ -122,16 +131,23 @@ impl ControlPlane {
         let sa_key = write("sa.key", &pki.sa_key)?;
         let sa_pub = write("sa.pub", &pki.sa_pub)?;
 
-        let (etcd_port, peer_port, api_port, kcm_port) = (free_port()?, free_port()?, free_port()?, free_port()?);
+        let (etcd_port, peer_port, api_port, kcm_port) =
+            (free_port()?, free_port()?, free_port()?, free_port()?);
         self.server_url = format!("https://127.0.0.1:{api_port}");
         self.admin_kubeconfig = kubeconfig_json(
             &self.server_url,
             &pki.ca_cert,
-            &Credentials::Cert { cert_pem: &pki.admin_cert, key_pem: &pki.admin_key },
+            &Credentials::Cert {
+                cert_pem: &pki.admin_cert,
+                key_pem: &pki.admin_key,
+            },
             None,
         );
         self.kubeconfig_path = d.join("admin.kubeconfig");
-        std::fs::write(&self.kubeconfig_path, serde_json::to_vec_pretty(&self.admin_kubeconfig)?)?;
+        std::fs::write(
+            &self.kubeconfig_path,
+            serde_json::to_vec_pretty(&self.admin_kubeconfig)?,
+        )?;
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
@@ -173,23 +189,34 @@ impl ControlPlane {
         self.spawn_component("kube-apiserver", &api_bin, &apiserver_args)?;
 
         let timeout = start_timeout();
-        wait_for("kube-apiserver /readyz", timeout, Duration::from_millis(250), || async {
-            self.check_alive()?;
-            let client = self.client().await?;
-            let req = http::Request::get("/readyz").body(Vec::new())?;
-            match client.request_text(req).await {
-                Ok(body) if body.trim() == "ok" => Ok(Some(())),
-                Ok(body) => Err(anyhow!("readyz said {body}")),
-                Err(e) => Err(anyhow!(e)),
-            }
-        })
+        wait_for(
+            "kube-apiserver /readyz",
+            timeout,
+            Duration::from_millis(250),
+            || async {
+                self.check_alive()?;
+                let client = self.client().await?;
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                match client.request_text(req).await {
+                    Ok(body) if body.trim() == "ok" => Ok(Some(())),
+                    Ok(body) => Err(anyhow!("readyz said {body}")),
+                    Err(e) => Err(anyhow!(e)),
+                }
+            },
+        )
         .await
         .map_err(|e| self.with_logs(e))?;
 
         let kcm_args: Vec<String> = vec![
             format!("--kubeconfig={}", self.kubeconfig_path.display()),
-            format!("--authentication-kubeconfig={}", self.kubeconfig_path.display()),
-            format!("--authorization-kubeconfig={}", self.kubeconfig_path.display()),
+            format!(
+                "--authentication-kubeconfig={}",
+                self.kubeconfig_path.display()
+            ),
+            format!(
+                "--authorization-kubeconfig={}",
+                self.kubeconfig_path.display()
+            ),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={kcm_port}"),
             format!("--cert-dir={}", d.join("kcm-certs").display()),
@@ -224,7 +251,8 @@ impl ControlPlane {
 
     fn spawn_component(&mut self, name: &'static str, bin: &Path, args: &[String]) -> Result<()> {
         let log = self.dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = proc::command(bin);
         cmd.args(args)
@@ -241,7 +269,10 @@ impl ControlPlane {
     }
 
     fn check_alive(&self) -> Result<()> {
-        let mut comps = self.components.lock().map_err(|_| anyhow!("control plane lock poisoned"))?;
+        let mut comps = self
+            .components
+            .lock()
+            .map_err(|_| anyhow!("control plane lock poisoned"))?;
         for c in comps.iter_mut() {
             if let Ok(Some(status)) = c.child.try_wait() {
                 bail!("{} exited early ({status})", c.name);
@@ -254,7 +285,11 @@ impl ControlPlane {
         let mut msg = format!("{err:#}\ncontrol plane dir: {}", self.dir.display());
         if let Ok(comps) = self.components.lock() {
             for c in comps.iter() {
-                msg.push_str(&format!("\n--- last lines of {} ---\n{}", c.name, tail_file(&c.log, 30)));
+                msg.push_str(&format!(
+                    "\n--- last lines of {} ---\n{}",
+                    c.name,
+                    tail_file(&c.log, 30)
+                ));
             }
         }
         anyhow!(msg)
@@ -316,7 +351,15 @@ impl ControlPlane {
         let mut child = tokio::process::Command::new(&self.bins.kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig_path)
-            .args(["apply", "--server-side", "--force-conflicts", "--field-manager", FIELD_MANAGER, "-f", "-"])
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager",
+                FIELD_MANAGER,
+                "-f",
+                "-",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -351,37 +394,51 @@ impl ControlPlane {
         let crds: Api<CustomResourceDefinition> = Api::all(self.client().await?);
         let mut names = Vec::new();
         for file in files {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             for doc in serde_yaml::Deserializer::from_str(&text) {
-                let value = serde_json::Value::deserialize(doc).with_context(|| format!("parsing {}", file.display()))?;
+                let value = serde_json::Value::deserialize(doc)
+                    .with_context(|| format!("parsing {}", file.display()))?;
                 if value.is_null() {
                     continue;
                 }
                 if value.get("kind").and_then(|k| k.as_str()) != Some("CustomResourceDefinition") {
-                    bail!("{} holds a non-CRD document; use apply_yaml for it", file.display());
+                    bail!(
+                        "{} holds a non-CRD document; use apply_yaml for it",
+                        file.display()
+                    );
                 }
                 let name = value
                     .pointer("/metadata/name")
                     .and_then(|n| n.as_str())
                     .with_context(|| format!("CRD without name in {}", file.display()))?
                     .to_string();
-                crds.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
-                    .await
-                    .with_context(|| format!("applying CRD {name} from {}", file.display()))?;
+                crds.patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&value),
+                )
+                .await
+                .with_context(|| format!("applying CRD {name} from {}", file.display()))?;
                 names.push(name);
             }
         }
         for name in &names {
-            wait_for(&format!("CRD {name} Established"), Duration::from_secs(60), Duration::from_millis(100), || async {
-                let crd = crds.get(name).await?;
-                let established = crd
-                    .status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True");
-                Ok(established.then_some(()))
-            })
+            wait_for(
+                &format!("CRD {name} Established"),
+                Duration::from_secs(60),
+                Duration::from_millis(100),
+                || async {
+                    let crd = crds.get(name).await?;
+                    let established = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(established.then_some(()))
+                },
+            )
             .await?;
         }
         Ok(names)
@@ -392,7 +449,13 @@ impl ControlPlane {
         let mut clean: String = prefix
             .to_ascii_lowercase()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .collect();
         clean.truncate(40);
         let clean = clean.trim_matches('-');
@@ -405,7 +468,8 @@ impl ControlPlane {
         let name = format!("{clean}-{n}-{:05x}", (nanos ^ std::process::id()) & 0xfffff);
         let client = self.client().await?;
         let nss: Api<Namespace> = Api::all(client.clone());
-        let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } }))?;
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": name } }))?;
         nss.create(&PostParams::default(), &ns)
             .await
             .with_context(|| format!("creating namespace {name}"))?;
@@ -424,32 +488,46 @@ impl ControlPlane {
     pub async fn service_account_token(&self, ns: &str, sa: &str) -> Result<String> {
         let sas: Api<ServiceAccount> = Api::namespaced(self.client().await?, ns);
         let tr = TokenRequest {
-            spec: TokenRequestSpec {
-                audiences: vec![SERVICE_ACCOUNT_ISSUER.to_string()],
+            spec: Some(TokenRequestSpec {
+                audiences: Some(vec![SERVICE_ACCOUNT_ISSUER.to_string()]),
                 expiration_seconds: Some(3600),
                 ..Default::default()
-            },
+            }),
             ..Default::default()
         };
         let tr = sas
             .create_token_request(sa, &PostParams::default(), &tr)
             .await
             .with_context(|| format!("requesting a token for {ns}/{sa}"))?;
-        Ok(tr.status.context("TokenRequest without status")?.token)
+        tr.status.and_then(|s| s.token).context("TokenRequest without token")
     }
 
     /// A client authenticated as ServiceAccount `ns/sa` (bearer token from the TokenRequest API).
     pub async fn client_for_service_account(&self, ns: &str, sa: &str) -> Result<kube::Client> {
         let token = self.service_account_token(ns, sa).await?;
-        let kc = kubeconfig_json(&self.server_url, &self.ca_pem, &Credentials::Token(&token), Some(ns));
+        let kc = kubeconfig_json(
+            &self.server_url,
+            &self.ca_pem,
+            &Credentials::Token(&token),
+            Some(ns),
+        );
         client_from_json(&kc).await
     }
 
     /// Writes a kubeconfig authenticating as ServiceAccount `ns/sa` (default namespace `ns`), e.g.
     /// to run the operator as a local process with its real RBAC. Returns its path.
-    pub async fn write_kubeconfig_for_service_account(&self, ns: &str, sa: &str) -> Result<PathBuf> {
+    pub async fn write_kubeconfig_for_service_account(
+        &self,
+        ns: &str,
+        sa: &str,
+    ) -> Result<PathBuf> {
         let token = self.service_account_token(ns, sa).await?;
-        let kc = kubeconfig_json(&self.server_url, &self.ca_pem, &Credentials::Token(&token), Some(ns));
+        let kc = kubeconfig_json(
+            &self.server_url,
+            &self.ca_pem,
+            &Credentials::Token(&token),
+            Some(ns),
+        );
         let dir = self.dir.join("kubeconfigs");
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{ns}-{sa}.kubeconfig"));
@@ -461,7 +539,8 @@ impl ControlPlane {
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         if let Ok(mut comps) = self.components.lock() {
-            let mut children: Vec<&mut Child> = comps.iter_mut().rev().map(|c| &mut c.child).collect();
+            let mut children: Vec<&mut Child> =
+                comps.iter_mut().rev().map(|c| &mut c.child).collect();
             proc::stop_children(&mut children, Duration::from_secs(5));
         }
         remove_or_keep(&self.dir, "control plane");

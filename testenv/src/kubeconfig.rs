@@ -14,7 +14,12 @@ pub(crate) enum Credentials<'a> {
 }
 
 /// A single-context kubeconfig as a JSON value (JSON is valid YAML, so it can be written as-is).
-pub(crate) fn kubeconfig_json(server: &str, ca_pem: &str, creds: &Credentials<'_>, namespace: Option<&str>) -> serde_json::Value {
+pub(crate) fn kubeconfig_json(
+    server: &str,
+    ca_pem: &str,
+    creds: &Credentials<'_>,
+    namespace: Option<&str>,
+) -> serde_json::Value {
     let user = match creds {
         Credentials::Cert { cert_pem, key_pem } => serde_json::json!({
             "client-certificate-data": STANDARD.encode(cert_pem),
@@ -42,7 +47,8 @@ pub(crate) fn kubeconfig_json(server: &str, ca_pem: &str, creds: &Credentials<'_
 /// A client for a kubeconfig value; must be called inside a Tokio runtime, and the client
 /// must only be used on that runtime.
 pub(crate) async fn client_from_json(value: &serde_json::Value) -> Result<kube::Client> {
-    let kubeconfig: Kubeconfig = serde_json::from_value(value.clone()).context("parsing generated kubeconfig")?;
+    let kubeconfig: Kubeconfig =
+        serde_json::from_value(value.clone()).context("parsing generated kubeconfig")?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .context("loading generated kubeconfig")?;

@@ -119,7 +119,10 @@ pub(crate) fn stop_children(children: &mut [&mut Child], grace: Duration) {
     }
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if children.iter_mut().all(|c| !matches!(c.try_wait(), Ok(None))) {
+        if children
+            .iter_mut()
+            .all(|c| !matches!(c.try_wait(), Ok(None)))
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(25));

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::util::{free_port, make_temp_dir, persist_temp_dir, remove_or_keep, tail_file, wait_for};
+use crate::util::{
+    free_port, make_temp_dir, persist_temp_dir, remove_or_keep, tail_file, wait_for,
+};
 use crate::{bins, proc};
 
 /// A running `s3s-fs`; killed on drop (the data root is left alone, the log dir is removed).
@@ -42,10 +44,18 @@ impl S3Server {
         let port = free_port()?;
         let mut cmd = proc::command(&bin);
         cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", Self::ACCESS_KEY, "--secret-key", Self::SECRET_KEY])
+            .args([
+                "--access-key",
+                Self::ACCESS_KEY,
+                "--secret-key",
+                Self::SECRET_KEY,
+            ])
             .arg(&root)
             .env_clear()
-            .env("RUST_LOG", std::env::var("CLOTHJOB_S3_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("CLOTHJOB_S3_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -56,12 +66,22 @@ impl S3Server {
             root,
             log_dir,
         };
-        wait_for("s3s-fs to listen", Duration::from_secs(30), Duration::from_millis(50), || async {
-            if let Ok(Some(status)) = server.child.lock().map_err(|_| anyhow!("poisoned"))?.try_wait() {
-                bail!("s3s-fs exited ({status}): {}", tail_file(&log, 20));
-            }
-            Ok(TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
-        })
+        wait_for(
+            "s3s-fs to listen",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || async {
+                if let Ok(Some(status)) = server
+                    .child
+                    .lock()
+                    .map_err(|_| anyhow!("poisoned"))?
+                    .try_wait()
+                {
+                    bail!("s3s-fs exited ({status}): {}", tail_file(&log, 20));
+                }
+                Ok(TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()))
+            },
+        )
         .await?;
         Ok(server)
     }
@@ -94,7 +114,8 @@ impl S3Server {
     /// Creates a bucket (a directory under the root) and returns its path.
     pub fn create_bucket(&self, name: &str) -> Result<PathBuf> {
         let dir = self.root.join(name);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating bucket dir {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating bucket dir {}", dir.display()))?;
         Ok(dir)
     }
 }

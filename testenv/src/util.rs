@@ -62,7 +62,10 @@ pub(crate) fn persist_temp_dir(dir: tempfile::TempDir) -> PathBuf {
 pub(crate) fn remove_or_keep(dir: &Path, what: &str) {
     if keep_testenv() {
         let _ = std::fs::write(dir.join(".keep"), b"");
-        eprintln!("clothjob-testenv: keeping {what} directory {}", dir.display());
+        eprintln!(
+            "clothjob-testenv: keeping {what} directory {}",
+            dir.display()
+        );
     } else {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -82,7 +85,12 @@ pub(crate) fn tail_file(path: &Path, max_lines: usize) -> String {
 /// Polls `check` every `interval` until it returns `Ok(Some(v))` or `timeout` elapses.
 ///
 /// `Ok(None)` means "not yet"; an `Err` is remembered and reported if the timeout elapses.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, interval: Duration, mut check: F) -> Result<T>
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut check: F,
+) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
@@ -97,7 +105,9 @@ where
         }
         if start.elapsed() >= timeout {
             match last_err {
-                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }

@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{init_tracing, wait_pod_phase};
 use clothjob_testenv::{ControlPlane, FakeNode, NodeConfig, wait_for};
+use common::{init_tracing, wait_pod_phase};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
@@ -34,20 +34,36 @@ fn job(name: &str, script: &str, backoff_limit: i32) -> Result<Job> {
 }
 
 /// Waits for a Job condition of `type_` with status True; returns its reason.
-async fn wait_job_condition(jobs: &Api<Job>, name: &str, type_: &str, timeout: Duration) -> Result<String> {
-    wait_for(&format!("job {name} condition {type_}"), timeout, Duration::from_millis(250), || async {
-        let job = jobs.get(name).await?;
-        let conds = job.status.and_then(|s| s.conditions).unwrap_or_default();
-        if let Some(c) = conds.iter().find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
-            && c.type_ != type_
-        {
-            anyhow::bail!("job {name} ended with {} ({:?}) instead of {type_}", c.type_, c.reason);
-        }
-        Ok(conds
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == "True")
-            .map(|c| c.reason.clone().unwrap_or_default()))
-    })
+async fn wait_job_condition(
+    jobs: &Api<Job>,
+    name: &str,
+    type_: &str,
+    timeout: Duration,
+) -> Result<String> {
+    wait_for(
+        &format!("job {name} condition {type_}"),
+        timeout,
+        Duration::from_millis(250),
+        || async {
+            let job = jobs.get(name).await?;
+            let conds = job.status.and_then(|s| s.conditions).unwrap_or_default();
+            if let Some(c) = conds
+                .iter()
+                .find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"))
+                && c.type_ != type_
+            {
+                anyhow::bail!(
+                    "job {name} ended with {} ({:?}) instead of {type_}",
+                    c.type_,
+                    c.reason
+                );
+            }
+            Ok(conds
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == "True")
+                .map(|c| c.reason.clone().unwrap_or_default()))
+        },
+    )
     .await
 }
 
@@ -94,8 +110,14 @@ spec:
         "apiVersion: testenv.clothjob.dev/v1\nkind: Widget\nmetadata: {{ name: w1, namespace: {ns} }}\nspec: {{ size: 3 }}\n"
     ))
     .await?;
-    let out = cp.kubectl().args(["get", "widgets", "-n", &ns, "-o", "name"]).output()?;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "widget.testenv.clothjob.dev/w1");
+    let out = cp
+        .kubectl()
+        .args(["get", "widgets", "-n", &ns, "-o", "name"])
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "widget.testenv.clothjob.dev/w1"
+    );
     Ok(())
 }
 
@@ -108,28 +130,51 @@ async fn jobs_complete_fail_and_retry() -> Result<()> {
     let jobs: Api<Job> = Api::namespaced(cp.client().await?, &ns);
     let pp = PostParams::default();
 
-    jobs.create(&pp, &job("ok", "echo hello; exit 0", 1)?).await?;
+    jobs.create(&pp, &job("ok", "echo hello; exit 0", 1)?)
+        .await?;
     jobs.create(&pp, &job("fatal", "exit 42", 3)?).await?;
     jobs.create(&pp, &job("flaky", "exit 3", 1)?).await?;
 
-    assert_eq!(wait_job_condition(&jobs, "ok", "Complete", Duration::from_secs(60)).await?, "CompletionsReached");
-    assert_eq!(wait_job_condition(&jobs, "fatal", "Failed", Duration::from_secs(60)).await?, "PodFailurePolicy");
+    assert_eq!(
+        wait_job_condition(&jobs, "ok", "Complete", Duration::from_secs(60)).await?,
+        "CompletionsReached"
+    );
+    assert_eq!(
+        wait_job_condition(&jobs, "fatal", "Failed", Duration::from_secs(60)).await?,
+        "PodFailurePolicy"
+    );
     let fatal = jobs.get("fatal").await?;
-    assert_eq!(fatal.status.and_then(|s| s.failed), Some(1), "exit 42 must not be retried");
+    assert_eq!(
+        fatal.status.and_then(|s| s.failed),
+        Some(1),
+        "exit 42 must not be retried"
+    );
 
     assert_eq!(
         wait_job_condition(&jobs, "flaky", "Failed", Duration::from_secs(120)).await?,
         "BackoffLimitExceeded"
     );
     let flaky = jobs.get("flaky").await?;
-    assert_eq!(flaky.status.and_then(|s| s.failed), Some(2), "exit 3 is retried once");
+    assert_eq!(
+        flaky.status.and_then(|s| s.failed),
+        Some(2),
+        "exit 3 is retried once"
+    );
 
     let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
-    let ok_pods = pods.list(&ListParams::default().labels("job-name=ok")).await?;
+    let ok_pods = pods
+        .list(&ListParams::default().labels("job-name=ok"))
+        .await?;
     let ok_pod = ok_pods.items.first().expect("pod of job ok");
     let name = ok_pod.metadata.name.clone().unwrap();
     assert!(node.logs(&ns, &name).contains("hello"));
-    let term = ok_pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+    let term = ok_pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
         .state
         .as_ref()
         .unwrap()
@@ -162,13 +207,23 @@ async fn deleting_a_running_pod_kills_its_process() -> Result<()> {
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
 
     pods.delete("sleeper", &DeleteParams::default()).await?;
-    wait_for("pod sleeper gone", Duration::from_secs(30), Duration::from_millis(200), || async {
-        Ok(pods.get_opt("sleeper").await?.is_none().then_some(()))
-    })
+    wait_for(
+        "pod sleeper gone",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async { Ok(pods.get_opt("sleeper").await?.is_none().then_some(())) },
+    )
     .await?;
-    wait_for("process gone", Duration::from_secs(10), Duration::from_millis(100), || async {
-        Ok((node.process_count() == 0 && !std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
-    })
+    wait_for(
+        "process gone",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            Ok((node.process_count() == 0
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .then_some(()))
+        },
+    )
     .await?;
 
     // An image without a mapping fails the pod instead of hanging.
@@ -178,7 +233,12 @@ async fn deleting_a_running_pod_kills_its_process() -> Result<()> {
     }))?;
     pods.create(&PostParams::default(), &bad).await?;
     let bad = wait_pod_phase(&pods, "bad-image", "Failed", Duration::from_secs(30)).await?;
-    let waiting = bad.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().waiting.unwrap();
+    let waiting = bad.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .waiting
+        .unwrap();
     assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
     Ok(())
 }
@@ -246,16 +306,30 @@ echo all-good > "$CLOTHJOB_TERMINATION_MESSAGE_PATH"
     }))?;
     let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
     pods.create(&PostParams::default(), &pod).await?;
-    let done = wait_for("pod checker terminal", Duration::from_secs(60), Duration::from_millis(200), || async {
-        let p = pods.get("checker").await?;
-        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
-        Ok((phase == "Succeeded" || phase == "Failed").then_some(p))
-    })
+    let done = wait_for(
+        "pod checker terminal",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let p = pods.get("checker").await?;
+            let phase = p
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            Ok((phase == "Succeeded" || phase == "Failed").then_some(p))
+        },
+    )
     .await?;
     let logs = node.logs(&ns, "checker");
     let status = done.status.unwrap();
     assert_eq!(status.phase.as_deref(), Some("Succeeded"), "logs:\n{logs}");
-    let term = status.container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
+    let term = status.container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!(term.message.as_deref().map(str::trim), Some("all-good"));
     assert!(logs.contains("pod/checker"), "logs:\n{logs}");
     Ok(())

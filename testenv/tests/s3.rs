@@ -21,7 +21,9 @@ async fn put_and_get_object() -> anyhow::Result<()> {
         .with_virtual_hosted_style_request(false)
         .build()?;
     let path = Path::from("dir/hello.txt");
-    store.put(&path, Bytes::from_static(b"hello s3").into()).await?;
+    store
+        .put(&path, Bytes::from_static(b"hello s3").into())
+        .await?;
     let got = store.get(&path).await?.bytes().await?;
     assert_eq!(&got[..], b"hello s3");
     assert!(root.path().join("test-bucket/dir/hello.txt").exists());

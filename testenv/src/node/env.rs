@@ -9,7 +9,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::Api;
 
 /// Host variables passed to pod processes (everything else of the test process is dropped).
-const PASSTHROUGH: &[&str] = &["PATH", "HOME", "RUST_LOG", "RUST_BACKTRACE", "LLVM_PROFILE_FILE"];
+const PASSTHROUGH: &[&str] = &[
+    "PATH",
+    "HOME",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "LLVM_PROFILE_FILE",
+];
 
 /// Looks up Secrets and ConfigMaps of one namespace, caching them for one pod start.
 pub(crate) struct Lookup {
@@ -50,7 +56,10 @@ impl Lookup {
     }
 
     /// The ConfigMap's `data` and `binaryData` merged, or `None` if it does not exist.
-    pub(crate) async fn config_map(&mut self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
+    pub(crate) async fn config_map(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>> {
         if !self.config_maps.contains_key(name) {
             let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
             let c = api
@@ -59,19 +68,23 @@ impl Lookup {
                 .with_context(|| format!("getting configmap {}/{name}", self.namespace))?;
             self.config_maps.insert(name.to_string(), c);
         }
-        Ok(self.config_maps.get(name).and_then(|c| c.as_ref()).map(|c| {
-            let mut out: BTreeMap<String, Vec<u8>> = c
-                .data
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_bytes()))
-                .collect();
-            for (k, v) in c.binary_data.clone().unwrap_or_default() {
-                out.insert(k, v.0);
-            }
-            out
-        }))
+        Ok(self
+            .config_maps
+            .get(name)
+            .and_then(|c| c.as_ref())
+            .map(|c| {
+                let mut out: BTreeMap<String, Vec<u8>> = c
+                    .data
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()))
+                    .collect();
+                for (k, v) in c.binary_data.clone().unwrap_or_default() {
+                    out.insert(k, v.0);
+                }
+                out
+            }))
     }
 }
 
@@ -88,7 +101,9 @@ pub(crate) fn field_ref(pod: &Pod, node_name: &str, path: &str) -> Result<String
         "metadata.name" => meta.name.clone().unwrap_or_default(),
         "metadata.namespace" => meta.namespace.clone().unwrap_or_default(),
         "metadata.uid" => meta.uid.clone().unwrap_or_default(),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()).unwrap_or_else(|| node_name.to_string()),
+        "spec.nodeName" => spec
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_else(|| node_name.to_string()),
         "spec.serviceAccountName" => spec
             .and_then(|s| s.service_account_name.clone())
             .unwrap_or_else(|| "default".to_string()),
@@ -96,9 +111,17 @@ pub(crate) fn field_ref(pod: &Pod, node_name: &str, path: &str) -> Result<String
         "status.podIPs" | "status.hostIPs" => "127.0.0.1".to_string(),
         _ => {
             if let Some(k) = map_key("metadata.labels") {
-                meta.labels.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default()
+                meta.labels
+                    .as_ref()
+                    .and_then(|l| l.get(k))
+                    .cloned()
+                    .unwrap_or_default()
             } else if let Some(k) = map_key("metadata.annotations") {
-                meta.annotations.as_ref().and_then(|l| l.get(k)).cloned().unwrap_or_default()
+                meta.annotations
+                    .as_ref()
+                    .and_then(|l| l.get(k))
+                    .cloned()
+                    .unwrap_or_default()
             } else {
                 bail!("unsupported fieldRef {path}")
             }
@@ -156,7 +179,10 @@ pub(crate) async fn resolve(
 ) -> Result<Vec<(String, String)>> {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut vars: HashMap<String, String> = HashMap::new();
-    let mut set = |out: &mut Vec<(String, String)>, vars: &mut HashMap<String, String>, k: String, v: String| {
+    let set = |out: &mut Vec<(String, String)>,
+                   vars: &mut HashMap<String, String>,
+                   k: String,
+                   v: String| {
         out.retain(|(ek, _)| *ek != k);
         vars.insert(k.clone(), v.clone());
         out.push((k, v));
@@ -164,9 +190,17 @@ pub(crate) async fn resolve(
     for from in container.env_from.clone().unwrap_or_default() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let (data, what, optional) = if let Some(s) = &from.secret_ref {
-            (lookup.secret(&s.name).await?, format!("secret {}", s.name), s.optional.unwrap_or(false))
+            (
+                lookup.secret(&s.name).await?,
+                format!("secret {}", s.name),
+                s.optional.unwrap_or(false),
+            )
         } else if let Some(c) = &from.config_map_ref {
-            (lookup.config_map(&c.name).await?, format!("configmap {}", c.name), c.optional.unwrap_or(false))
+            (
+                lookup.config_map(&c.name).await?,
+                format!("configmap {}", c.name),
+                c.optional.unwrap_or(false),
+            )
         } else {
             continue;
         };
@@ -177,7 +211,12 @@ pub(crate) async fn resolve(
                     if key.is_empty() || key.contains('=') {
                         continue;
                     }
-                    set(&mut out, &mut vars, key, String::from_utf8_lossy(&v).into_owned());
+                    set(
+                        &mut out,
+                        &mut vars,
+                        key,
+                        String::from_utf8_lossy(&v).into_owned(),
+                    );
                 }
             }
             None if optional => {}
@@ -188,22 +227,43 @@ pub(crate) async fn resolve(
         let value = if let Some(src) = &var.value_from {
             if let Some(r) = &src.secret_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                match lookup.secret(&r.name).await?.and_then(|d| d.get(&r.key).cloned()) {
+                match lookup
+                    .secret(&r.name)
+                    .await?
+                    .and_then(|d| d.get(&r.key).cloned())
+                {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if optional => continue,
-                    None => bail!("env {}: key {} of secret {} not found", var.name, r.key, r.name),
+                    None => bail!(
+                        "env {}: key {} of secret {} not found",
+                        var.name,
+                        r.key,
+                        r.name
+                    ),
                 }
             } else if let Some(r) = &src.config_map_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                match lookup.config_map(&r.name).await?.and_then(|d| d.get(&r.key).cloned()) {
+                match lookup
+                    .config_map(&r.name)
+                    .await?
+                    .and_then(|d| d.get(&r.key).cloned())
+                {
                     Some(v) => String::from_utf8_lossy(&v).into_owned(),
                     None if optional => continue,
-                    None => bail!("env {}: key {} of configmap {} not found", var.name, r.key, r.name),
+                    None => bail!(
+                        "env {}: key {} of configmap {} not found",
+                        var.name,
+                        r.key,
+                        r.name
+                    ),
                 }
             } else if let Some(f) = &src.field_ref {
                 field_ref(pod, node_name, &f.field_path)?
             } else if src.resource_field_ref.is_some() {
-                tracing::warn!("env {}: resourceFieldRef is not supported, using an empty value", var.name);
+                tracing::warn!(
+                    "env {}: resourceFieldRef is not supported, using an empty value",
+                    var.name
+                );
                 String::new()
             } else {
                 String::new()

@@ -7,8 +7,8 @@
 //! Node object. See [`pod_runner`] for how a pod becomes a process, and [`volumes`] for how
 //! volume mounts are emulated by rewriting paths.
 
-pub mod pod_runner;
 mod env;
+pub mod pod_runner;
 mod status;
 mod token;
 pub mod volumes;
@@ -107,7 +107,9 @@ impl NodeConfig {
     }
 
     pub(crate) fn manages_namespace(&self, ns: &str) -> bool {
-        self.namespaces.as_ref().is_none_or(|list| list.iter().any(|n| n == ns))
+        self.namespaces
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|n| n == ns))
     }
 
     pub(crate) fn resolve_image(&self, image: &str) -> Option<&PathBuf> {
@@ -172,7 +174,9 @@ impl NodeCtx {
 }
 
 fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A fake kubelet (see the module docs). Stops on drop.
@@ -244,7 +248,9 @@ impl FakeNode {
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
         };
-        ready_rx.await.context("node thread died during startup")??;
+        ready_rx
+            .await
+            .context("node thread died during startup")??;
         Ok(node)
     }
 
@@ -348,7 +354,11 @@ async fn node_main(
     heartbeat.abort();
     pod_runner::kill_all(&ctx.state);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
-    let _ = tokio::time::timeout(Duration::from_secs(3), nodes.delete(&ctx.name, &DeleteParams::default())).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(3),
+        nodes.delete(&ctx.name, &DeleteParams::default()),
+    )
+    .await;
 }
 
 fn node_status(ctx: &NodeCtx) -> serde_json::Value {
@@ -393,11 +403,19 @@ async fn register(ctx: &NodeCtx) -> Result<()> {
         "metadata": { "name": ctx.name, "labels": labels },
     });
     let created = nodes
-        .patch(&ctx.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&node))
+        .patch(
+            &ctx.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&node),
+        )
         .await
         .context("creating Node")?;
     nodes
-        .patch_status(&ctx.name, &PatchParams::default(), &Patch::Merge(&node_status(ctx)))
+        .patch_status(
+            &ctx.name,
+            &PatchParams::default(),
+            &Patch::Merge(&node_status(ctx)),
+        )
         .await
         .context("setting Node status")?;
     let lease = json!({
@@ -410,7 +428,11 @@ async fn register(ctx: &NodeCtx) -> Result<()> {
     });
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
     leases
-        .patch(&ctx.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&lease))
+        .patch(
+            &ctx.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&lease),
+        )
         .await
         .context("creating node Lease")?;
     Ok(())
@@ -422,11 +444,18 @@ async fn heartbeat_loop(ctx: Arc<NodeCtx>) {
     loop {
         tokio::time::sleep(ctx.cfg.heartbeat_interval).await;
         let renew = json!({ "spec": { "renewTime": crate::node::status::now_micro() } });
-        if let Err(e) = leases.patch(&ctx.name, &PatchParams::default(), &Patch::Merge(&renew)).await {
+        if let Err(e) = leases
+            .patch(&ctx.name, &PatchParams::default(), &Patch::Merge(&renew))
+            .await
+        {
             tracing::debug!("node {}: lease renewal failed: {e}", ctx.name);
         }
         if let Err(e) = nodes
-            .patch_status(&ctx.name, &PatchParams::default(), &Patch::Merge(&node_status(&ctx)))
+            .patch_status(
+                &ctx.name,
+                &PatchParams::default(),
+                &Patch::Merge(&node_status(&ctx)),
+            )
             .await
         {
             tracing::debug!("node {}: status heartbeat failed: {e}", ctx.name);
@@ -439,10 +468,14 @@ async fn watch_pods(ctx: Arc<NodeCtx>) {
         Some([only]) => Api::namespaced(ctx.client.clone(), only),
         _ => Api::all(ctx.client.clone()),
     };
-    let mut stream = watcher(pods, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(pods, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = stream.next().await {
         match event {
-            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => handle_pod(&ctx, pod),
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                handle_pod(&ctx, pod)
+            }
             Ok(watcher::Event::Delete(pod)) => pod_runner::on_deleted(&ctx, &pod),
             Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
             Err(e) => tracing::debug!("node {}: pod watch error (retrying): {e}", ctx.name),
@@ -468,7 +501,10 @@ fn handle_pod(ctx: &Arc<NodeCtx>, pod: Pod) {
             if deleting {
                 return;
             }
-            let scheduler = spec.scheduler_name.as_deref().unwrap_or("default-scheduler");
+            let scheduler = spec
+                .scheduler_name
+                .as_deref()
+                .unwrap_or("default-scheduler");
             if let Some(names) = &ctx.cfg.scheduler_names
                 && !names.iter().any(|n| n == scheduler)
             {
@@ -479,7 +515,11 @@ fn handle_pod(ctx: &Arc<NodeCtx>, pod: Pod) {
             }
         }
         Some(node) if node == ctx.name => {
-            let phase = pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
             let terminal = phase == "Succeeded" || phase == "Failed";
             let mut st = ctx.state();
             let known = st.pods.contains_key(&uid);
@@ -491,10 +531,21 @@ fn handle_pod(ctx: &Arc<NodeCtx>, pod: Pod) {
                 return;
             }
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let phase = if terminal { PodPhase::Done } else { PodPhase::Preparing };
+            let phase = if terminal {
+                PodPhase::Done
+            } else {
+                PodPhase::Preparing
+            };
             st.pods.insert(
                 uid,
-                PodSlot { ns, name, phase, deleting: false, delete_sent: false, log: None },
+                PodSlot {
+                    ns,
+                    name,
+                    phase,
+                    deleting: false,
+                    delete_sent: false,
+                    log: None,
+                },
             );
             drop(st);
             if !terminal {
@@ -508,7 +559,16 @@ fn handle_pod(ctx: &Arc<NodeCtx>, pod: Pod) {
 /// Deletes a pod with grace period 0 (ignores NotFound).
 pub(crate) async fn delete_now(client: &kube::Client, ns: &str, name: &str) {
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-    match api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await {
+    match api
+        .delete(
+            name,
+            &DeleteParams {
+                grace_period_seconds: Some(0),
+                ..Default::default()
+            },
+        )
+        .await
+    {
         Ok(_) | Err(kube::Error::Api(_)) => {}
         Err(e) => tracing::debug!("deleting pod {ns}/{name}: {e}"),
     }

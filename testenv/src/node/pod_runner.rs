@@ -44,7 +44,10 @@ pub(crate) async fn bind(ctx: Arc<NodeCtx>, pod: Pod) {
             // Already bound (possibly by another node), or gone.
             Err(e) if is_api_code(&e, &[404, 409]) => return,
             Err(e) => {
-                tracing::debug!("binding pod {:?} (attempt {attempt}): {e:#}", pod.metadata.name);
+                tracing::debug!(
+                    "binding pod {:?} (attempt {attempt}): {e:#}",
+                    pod.metadata.name
+                );
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
             }
         }
@@ -65,7 +68,12 @@ struct Prepared {
     termination_file: std::path::PathBuf,
 }
 
-async fn prepare(ctx: &NodeCtx, pod: &Pod, container: &Container, pod_dir: &Path) -> Result<Prepared> {
+async fn prepare(
+    ctx: &NodeCtx,
+    pod: &Pod,
+    container: &Container,
+    pod_dir: &Path,
+) -> Result<Prepared> {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut lookup = Lookup::new(ctx.client.clone(), &ns);
     let vctx = VolumeContext {
@@ -87,7 +95,10 @@ async fn prepare(ctx: &NodeCtx, pod: &Pod, container: &Container, pod_dir: &Path
     let vars: std::collections::HashMap<String, String> = resolved.iter().cloned().collect();
 
     let mut env_out = env::host_env();
-    env_out.push(("HOSTNAME".into(), pod.metadata.name.clone().unwrap_or_default()));
+    env_out.push((
+        "HOSTNAME".into(),
+        pod.metadata.name.clone().unwrap_or_default(),
+    ));
     for (k, v) in resolved {
         env_out.retain(|(ek, _)| *ek != k);
         env_out.push((k, mounts.rewrite(&v)));
@@ -99,8 +110,13 @@ async fn prepare(ctx: &NodeCtx, pod: &Pod, container: &Container, pod_dir: &Path
         .unwrap_or(true);
     if automount {
         let token = token::pod_token(&ctx.client, pod, None, None, &ctx.issuer).await?;
-        let kubeconfig =
-            token::write_credentials(&pod_dir.join("serviceaccount"), &ctx.server_url, &ctx.ca_pem, &ns, &token)?;
+        let kubeconfig = token::write_credentials(
+            &pod_dir.join("serviceaccount"),
+            &ctx.server_url,
+            &ctx.ca_pem,
+            &ns,
+            &token,
+        )?;
         env_out.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
     }
     env_out.push((
@@ -122,7 +138,12 @@ async fn prepare(ctx: &NodeCtx, pod: &Pod, container: &Container, pod_dir: &Path
         .map(|w| std::path::PathBuf::from(mounts.rewrite(w)))
         .filter(|p| p.is_dir())
         .unwrap_or_else(|| pod_dir.to_path_buf());
-    Ok(Prepared { argv, env: env_out, workdir, termination_file })
+    Ok(Prepared {
+        argv,
+        env: env_out,
+        workdir,
+        termination_file,
+    })
 }
 
 /// Runs a pod bound to this node, from preparation to final status.
@@ -176,8 +197,15 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
 
     let Some(exe) = ctx.cfg.resolve_image(&image).cloned() else {
         let msg = format!("image {image:?} is not mapped to a local executable by the fake node");
-        status::event(&ctx.client, pod, &ctx.name, "Warning", "Failed", &format!("Failed to pull image: {msg}"))
-            .await;
+        status::event(
+            &ctx.client,
+            pod,
+            &ctx.name,
+            "Warning",
+            "Failed",
+            &format!("Failed to pull image: {msg}"),
+        )
+        .await;
         let body = status::failed_to_start(&container.name, &image, &uid, "ErrImagePull", &msg);
         return status::patch(&api, &name, &body).await;
     };
@@ -195,14 +223,21 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
             Err(e) => {
                 let msg = format!("{e:#}");
                 status::event(&ctx.client, pod, &ctx.name, "Warning", "Failed", &msg).await;
-                let body = status::failed_to_start(&container.name, &image, &uid, "CreateContainerConfigError", &msg);
+                let body = status::failed_to_start(
+                    &container.name,
+                    &image,
+                    &uid,
+                    "CreateContainerConfigError",
+                    &msg,
+                );
                 return status::patch(&api, &name, &body).await;
             }
         }
     };
 
     let log_path = pod_dir.join("container.log");
-    let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
     let log_err = log.try_clone()?;
     let mut cmd = proc::command(&exe);
     cmd.args(&prepared.argv)
@@ -232,14 +267,22 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
     let started_at = status::now();
     let pid = child.id();
     tracing::info!("node {}: started pod {ns}/{name} as pid {pid}", ctx.name);
-    status::patch(&api, &name, &status::running(&container.name, &image, &uid, &started_at)).await?;
+    status::patch(
+        &api,
+        &name,
+        &status::running(&container.name, &image, &uid, &started_at),
+    )
+    .await?;
 
     let exit = tokio::task::spawn_blocking(move || child.wait())
         .await
         .context("waiting for pod process")?
         .context("waiting for pod process")?;
     let finished_at = status::now();
-    let exit_code = exit.code().or_else(|| exit.signal().map(|s| 128 + s)).unwrap_or(1);
+    let exit_code = exit
+        .code()
+        .or_else(|| exit.signal().map(|s| 128 + s))
+        .unwrap_or(1);
     {
         let mut st = ctx.state();
         if let Some(slot) = st.pods.get_mut(&uid) {
@@ -256,7 +299,12 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
         &container.name,
         &image,
         &uid,
-        &status::Exit { exit_code, message: &message, started_at: &started_at, finished_at: &finished_at },
+        &status::Exit {
+            exit_code,
+            message: &message,
+            started_at: &started_at,
+            finished_at: &finished_at,
+        },
     );
     status::patch(&api, &name, &body).await
 }
@@ -268,7 +316,11 @@ fn deletion_requested(ctx: &NodeCtx, uid: &str) -> bool {
 fn read_capped(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
     let start = bytes.len().saturating_sub(MAX_MESSAGE);
-    let tail = if bytes.len() > MAX_MESSAGE { &bytes[start..] } else { &bytes[..] };
+    let tail = if bytes.len() > MAX_MESSAGE {
+        &bytes[start..]
+    } else {
+        &bytes[..]
+    };
     String::from_utf8_lossy(tail).into_owned()
 }
 
@@ -291,17 +343,24 @@ pub(crate) fn on_deletion_requested(ctx: &Arc<NodeCtx>, st: &mut NodeState, pod:
     let grace = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0)).min(ctx.cfg.max_kill_grace);
-    let slot = st.pods.entry(uid.to_string()).or_insert_with(|| super::PodSlot {
-        ns: ns.clone(),
-        name: name.clone(),
-        phase: PodPhase::Done,
-        deleting: false,
-        delete_sent: false,
-        log: None,
-    });
+    let slot = st
+        .pods
+        .entry(uid.to_string())
+        .or_insert_with(|| super::PodSlot {
+            ns: ns.clone(),
+            name: name.clone(),
+            phase: PodPhase::Done,
+            deleting: false,
+            delete_sent: false,
+            log: None,
+        });
     let first = !slot.deleting;
     slot.deleting = true;
     match slot.phase {

@@ -19,8 +19,10 @@ pub(crate) fn now_micro() -> String {
 
 fn conditions(ready: bool, reason: Option<&str>, ts: &str) -> Value {
     let ready_status = if ready { "True" } else { "False" };
-    let mut not_ready = json!({ "type": "Ready", "status": ready_status, "lastTransitionTime": ts });
-    let mut containers_ready = json!({ "type": "ContainersReady", "status": ready_status, "lastTransitionTime": ts });
+    let mut not_ready =
+        json!({ "type": "Ready", "status": ready_status, "lastTransitionTime": ts });
+    let mut containers_ready =
+        json!({ "type": "ContainersReady", "status": ready_status, "lastTransitionTime": ts });
     if let Some(r) = reason {
         not_ready["reason"] = json!(r);
         containers_ready["reason"] = json!(r);
@@ -34,7 +36,14 @@ fn conditions(ready: bool, reason: Option<&str>, ts: &str) -> Value {
     ])
 }
 
-fn container_status(name: &str, image: &str, uid: &str, ready: bool, state: Value, restarts: i32) -> Value {
+fn container_status(
+    name: &str,
+    image: &str,
+    uid: &str,
+    ready: bool,
+    state: Value,
+    restarts: i32,
+) -> Value {
     json!({
         "name": name,
         "image": image,
@@ -99,7 +108,13 @@ pub(crate) fn terminated(container: &str, image: &str, uid: &str, exit: &Exit<'_
 }
 
 /// Status of a pod that could not start (e.g. `ErrImagePull`): phase Failed, container waiting.
-pub(crate) fn failed_to_start(container: &str, image: &str, uid: &str, reason: &str, message: &str) -> Value {
+pub(crate) fn failed_to_start(
+    container: &str,
+    image: &str,
+    uid: &str,
+    reason: &str,
+    message: &str,
+) -> Value {
     let ts = now();
     let mut status = json!({
         "phase": "Failed",
@@ -115,7 +130,10 @@ pub(crate) fn failed_to_start(container: &str, image: &str, uid: &str, reason: &
 
 /// Applies a status patch; a pod that is already gone is not an error.
 pub(crate) async fn patch(api: &Api<Pod>, name: &str, body: &Value) -> Result<()> {
-    match api.patch_status(name, &PatchParams::default(), &Patch::Strategic(body)).await {
+    match api
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(body))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
@@ -123,7 +141,14 @@ pub(crate) async fn patch(api: &Api<Pod>, name: &str, body: &Value) -> Result<()
 }
 
 /// Records a core/v1 Event about the pod (best effort).
-pub(crate) async fn event(client: &kube::Client, pod: &Pod, node: &str, type_: &str, reason: &str, message: &str) {
+pub(crate) async fn event(
+    client: &kube::Client,
+    pod: &Pod,
+    node: &str,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let ts = now();

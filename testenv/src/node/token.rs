@@ -26,8 +26,8 @@ pub(crate) async fn pod_token(
         .and_then(|s| s.service_account_name.clone())
         .unwrap_or_else(|| "default".to_string());
     let tr = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![audience.unwrap_or(issuer).to_string()],
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.unwrap_or(issuer).to_string()]),
             expiration_seconds: Some(expiration_seconds.unwrap_or(3600).max(600)),
             bound_object_ref: Some(BoundObjectReference {
                 api_version: Some("v1".into()),
@@ -35,7 +35,8 @@ pub(crate) async fn pod_token(
                 name: pod.metadata.name.clone(),
                 uid: pod.metadata.uid.clone(),
             }),
-        },
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
@@ -43,12 +44,18 @@ pub(crate) async fn pod_token(
         .create_token_request(&sa, &PostParams::default(), &tr)
         .await
         .with_context(|| format!("TokenRequest for serviceaccount {ns}/{sa}"))?;
-    Ok(tr.status.context("TokenRequest without status")?.token)
+    tr.status.and_then(|s| s.token).context("TokenRequest without token")
 }
 
 /// Writes `token`, `ca.crt`, `namespace` into `dir` and a kubeconfig next to them; returns the
 /// kubeconfig path.
-pub(crate) fn write_credentials(dir: &Path, server: &str, ca_pem: &str, namespace: &str, token: &str) -> Result<PathBuf> {
+pub(crate) fn write_credentials(
+    dir: &Path,
+    server: &str,
+    ca_pem: &str,
+    namespace: &str,
+    token: &str,
+) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("token"), token)?;
     std::fs::write(dir.join("ca.crt"), ca_pem)?;

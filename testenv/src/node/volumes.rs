@@ -37,7 +37,8 @@ impl Mounts {
     /// Adds a mapping from a container path to a local path.
     pub(crate) fn add(&mut self, container_path: &str, local: PathBuf) {
         self.entries.push((container_path.to_string(), local));
-        self.entries.sort_by_key(|(p, _)| std::cmp::Reverse(p.trim_end_matches('/').len()));
+        self.entries
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.trim_end_matches('/').len()));
     }
 
     /// Rewrites `value` if it starts with a mapped container path (also in `--flag=value` form).
@@ -127,7 +128,11 @@ pub(crate) async fn materialize(
     pod_dir: &Path,
 ) -> Result<Mounts> {
     let mut local_dirs: BTreeMap<String, PathBuf> = BTreeMap::new();
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
     for vol in &volumes {
         let dir = pod_dir.join("volumes").join(&vol.name);
         if let Some(src) = &vol.secret {
@@ -135,8 +140,10 @@ pub(crate) async fn materialize(
             let optional = src.optional.unwrap_or(false);
             std::fs::create_dir_all(&dir)?;
             match lookup.secret(&name).await? {
-                Some(data) => write_keys(&dir, &data, src.items.as_ref(), src.default_mode, optional)
-                    .with_context(|| format!("volume {}: secret {name}", vol.name))?,
+                Some(data) => {
+                    write_keys(&dir, &data, src.items.as_ref(), src.default_mode, optional)
+                        .with_context(|| format!("volume {}: secret {name}", vol.name))?
+                }
                 None if optional => {}
                 None => bail!("volume {}: secret {name} not found", vol.name),
             }
@@ -145,8 +152,10 @@ pub(crate) async fn materialize(
             let optional = src.optional.unwrap_or(false);
             std::fs::create_dir_all(&dir)?;
             match lookup.config_map(&name).await? {
-                Some(data) => write_keys(&dir, &data, src.items.as_ref(), src.default_mode, optional)
-                    .with_context(|| format!("volume {}: configmap {name}", vol.name))?,
+                Some(data) => {
+                    write_keys(&dir, &data, src.items.as_ref(), src.default_mode, optional)
+                        .with_context(|| format!("volume {}: configmap {name}", vol.name))?
+                }
                 None if optional => {}
                 None => bail!("volume {}: configmap {name} not found", vol.name),
             }
@@ -160,7 +169,12 @@ pub(crate) async fn materialize(
             for item in src.items.clone().unwrap_or_default() {
                 if let Some(f) = &item.field_ref {
                     let v = field_ref(pod, vctx.node_name, &f.field_path)?;
-                    write_file(&dir, &item.path, v.as_bytes(), item.mode.or(src.default_mode))?;
+                    write_file(
+                        &dir,
+                        &item.path,
+                        v.as_bytes(),
+                        item.mode.or(src.default_mode),
+                    )?;
                 }
             }
         } else if let Some(src) = &vol.projected {
@@ -180,7 +194,9 @@ pub(crate) async fn materialize(
                 if let Some(s) = &source.secret {
                     let optional = s.optional.unwrap_or(false);
                     match lookup.secret(&s.name).await? {
-                        Some(data) => write_keys(&dir, &data, s.items.as_ref(), src.default_mode, optional)?,
+                        Some(data) => {
+                            write_keys(&dir, &data, s.items.as_ref(), src.default_mode, optional)?
+                        }
                         None if optional => {}
                         None => bail!("volume {}: secret {} not found", vol.name, s.name),
                     }
@@ -189,12 +205,17 @@ pub(crate) async fn materialize(
                     let optional = c.optional.unwrap_or(false);
                     // kube-root-ca.crt is published by the controller manager; use our CA directly.
                     let data = if c.name == "kube-root-ca.crt" {
-                        Some(BTreeMap::from([("ca.crt".to_string(), vctx.ca_pem.as_bytes().to_vec())]))
+                        Some(BTreeMap::from([(
+                            "ca.crt".to_string(),
+                            vctx.ca_pem.as_bytes().to_vec(),
+                        )]))
                     } else {
                         lookup.config_map(&c.name).await?
                     };
                     match data {
-                        Some(data) => write_keys(&dir, &data, c.items.as_ref(), src.default_mode, optional)?,
+                        Some(data) => {
+                            write_keys(&dir, &data, c.items.as_ref(), src.default_mode, optional)?
+                        }
                         None if optional => {}
                         None => bail!("volume {}: configmap {} not found", vol.name, c.name),
                     }
@@ -203,7 +224,12 @@ pub(crate) async fn materialize(
                     for item in d.items.clone().unwrap_or_default() {
                         if let Some(f) = &item.field_ref {
                             let v = field_ref(pod, vctx.node_name, &f.field_path)?;
-                            write_file(&dir, &item.path, v.as_bytes(), item.mode.or(src.default_mode))?;
+                            write_file(
+                                &dir,
+                                &item.path,
+                                v.as_bytes(),
+                                item.mode.or(src.default_mode),
+                            )?;
                         }
                     }
                 }
