@@ -11,6 +11,9 @@
 //!   ours pipeline_4000 SECONDS PEAK_RSS_MIB  the same on a 4000x4000 JPEG (own process)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark binary
 
+#[path = "../tests/common/synth.rs"]
+mod synth;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -44,6 +47,9 @@ fn main() {
         .collect();
     let want = |s: &str| only.iter().any(|o| o == s);
 
+    if want("synth") {
+        bench_synth();
+    }
     if want("encode") {
         bench_encode(&dir, rounds);
     }
@@ -135,6 +141,28 @@ fn bench_encode(dir: &Path, rounds: usize) {
     }
     println!("ours encode {secs:.4} {bytes}");
     println!("ours encode_base64 {secs:.4} {b64}");
+}
+
+fn bench_synth() {
+    let remover = BuiltinRemover::default();
+    for scene in synth::test_set() {
+        let (photo, truth) = synth::render(&scene);
+        let (secs, alpha) = best_of(1, || remover.alpha(&photo, &mut |_| {}).unwrap());
+        println!(
+            "ours synth_{} {secs:.4} {:.4}",
+            scene.name,
+            iou(&alpha, &truth)
+        );
+        if let Some(dump) = std::env::var_os("DUMP_DIR") {
+            std::fs::create_dir_all(&dump).unwrap();
+            photo
+                .save(Path::new(&dump).join(format!("{}.jpg", scene.name)))
+                .unwrap();
+            alpha
+                .save(Path::new(&dump).join(format!("{}.alpha.png", scene.name)))
+                .unwrap();
+        }
+    }
 }
 
 fn iou(alpha: &GrayImage, truth: &GrayImage) -> f64 {

@@ -218,8 +218,12 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
             }
         }
     }
-    // Robust fit: refit on inliers a few times.
-    let mut inlier = vec![true; samples.len()];
+    // Robust fit. Start from the samples near the border's median colour (a
+    // garment touching the border is then ignored), refit on inliers.
+    let median = [0, 1, 2].map(|c| percentile(samples.iter().map(|s| s.2[c]).collect(), 0.5));
+    let to_median: Vec<f32> = samples.iter().map(|s| dist(s.2, median)).collect();
+    let start = (2.5 * percentile(to_median.clone(), 0.5) + 10.0).max(15.0);
+    let mut inlier: Vec<bool> = to_median.iter().map(|&d| d < start).collect();
     let mut model = BgModel::fit(&samples, &inlier)?;
     for _ in 0..3 {
         let res: Vec<f32> = samples
@@ -283,9 +287,9 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
             .map(|(&i, _)| v[i])
             .collect()
     };
-    let t_plain = (1.5 * percentile(inl(&d_plain), 0.99)).max(8.0);
-    let t_shadow = (2.0 * percentile(inl(&d_shadow), 0.99)).max(12.0);
-    let t_grad = (2.0 * percentile(inl(&grad), 0.99)).max(8.0);
+    let t_plain = (1.5 * percentile(inl(&d_plain), 0.99)).clamp(8.0, 40.0);
+    let t_shadow = (2.0 * percentile(inl(&d_shadow), 0.99)).clamp(12.0, 45.0);
+    let t_grad = (2.0 * percentile(inl(&grad), 0.99)).clamp(8.0, 40.0);
 
     // Tolerance flood fill from the border.
     let accept = |i: usize| d_plain[i] < t_plain || (d_shadow[i] < t_shadow && grad[i] < t_grad);
