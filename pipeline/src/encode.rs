@@ -302,7 +302,11 @@ fn encode_jpeg(
     };
     let mut out = Vec::with_capacity(data.len() / 8);
     let mut enc = jpeg_encoder::Encoder::new(&mut out, quality);
-    enc.set_optimized_huffman_tables(true);
+    // Optimised Huffman tables would save ~12 % of JPEG bytes, but with 4:2:0
+    // jpeg-encoder 0.7.1's optimised tables decode with a green cast in
+    // zune-jpeg (the `image` crate's decoder); libjpeg reads them fine. Our
+    // outputs must decode correctly everywhere, so keep the standard tables.
+    enc.set_optimized_huffman_tables(false);
     enc.encode(data, w16, h16, color)
         .map_err(|e| e.to_string())?;
     Ok(out)
