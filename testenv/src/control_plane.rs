@@ -189,6 +189,20 @@ impl ControlPlane {
         self.spawn_component("kube-apiserver", &api_bin, &apiserver_args)?;
 
         let timeout = start_timeout();
+        // Wait for the port first: cheaper than TLS handshakes and keeps kube's error logs quiet.
+        wait_for(
+            "kube-apiserver to listen",
+            timeout,
+            Duration::from_millis(100),
+            || async {
+                self.check_alive()?;
+                Ok(std::net::TcpStream::connect(("127.0.0.1", api_port))
+                    .ok()
+                    .map(|_| ()))
+            },
+        )
+        .await
+        .map_err(|e| self.with_logs(e))?;
         wait_for(
             "kube-apiserver /readyz",
             timeout,
@@ -200,7 +214,7 @@ impl ControlPlane {
                 match client.request_text(req).await {
                     Ok(body) if body.trim() == "ok" => Ok(Some(())),
                     Ok(body) => Err(anyhow!("readyz said {body}")),
-                    Err(e) => Err(anyhow!(e)),
+                    Err(e) => Err(readyz_error(&e.to_string())),
                 }
             },
         )
@@ -499,7 +513,9 @@ impl ControlPlane {
             .create_token_request(sa, &PostParams::default(), &tr)
             .await
             .with_context(|| format!("requesting a token for {ns}/{sa}"))?;
-        tr.status.and_then(|s| s.token).context("TokenRequest without token")
+        tr.status
+            .and_then(|s| s.token)
+            .context("TokenRequest without token")
     }
 
     /// A client authenticated as ServiceAccount `ns/sa` (bearer token from the TokenRequest API).
@@ -533,6 +549,18 @@ impl ControlPlane {
         let path = dir.join(format!("{ns}-{sa}.kubeconfig"));
         std::fs::write(&path, serde_json::to_vec_pretty(&kc)?)?;
         Ok(path)
+    }
+}
+
+/// Condenses a failed `/readyz` answer to its failing checks.
+fn readyz_error(body: &str) -> anyhow::Error {
+    let mut failed: Vec<&str> = body.lines().filter(|l| l.starts_with("[-]")).collect();
+    failed.sort_unstable();
+    failed.dedup();
+    if failed.is_empty() {
+        anyhow!("{}", body.chars().take(300).collect::<String>())
+    } else {
+        anyhow!("not ready: {}", failed.join("; "))
     }
 }
 

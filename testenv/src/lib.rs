@@ -6,6 +6,28 @@
 //!
 //! Binaries are located or built by the [`bins`] module.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use clothjob_testenv::{ControlPlane, FakeNode, NodeConfig, wait_for};
+//! use k8s_openapi::api::batch::v1::Job;
+//! use kube::api::{Api, PostParams};
+//!
+//! # async fn example(job: Job) -> anyhow::Result<()> {
+//! let cp = ControlPlane::shared().await?; // one per test binary; or ControlPlane::start()
+//! cp.install_crds(clothjob_testenv::bins::workspace_root().join("crds")).await?;
+//! let ns = cp.create_namespace("my-test").await?;
+//! let node = FakeNode::start(cp, NodeConfig::new().namespace(&ns)
+//!     .image("ghcr.io/example/runner:dev", "/path/to/clothjob-runner")).await?;
+//! let jobs: Api<Job> = Api::namespaced(cp.client().await?, &ns);
+//! jobs.create(&PostParams::default(), &job).await?;
+//! wait_for("job done", Duration::from_secs(60), Duration::from_millis(200), || async {
+//!     let s = jobs.get("name").await?.status.unwrap_or_default();
+//!     Ok((s.succeeded == Some(1)).then_some(()))
+//! }).await?;
+//! println!("{}", node.logs(&ns, "pod-name"));
+//! # Ok(()) }
+//! ```
+//!
 //! Environment variables honoured:
 //! - `CLOTHJOB_K8S_BIN_DIR`: directory holding `etcd`, `kube-apiserver`,
 //!   `kube-controller-manager` and `kubectl` (checked first, per binary);

@@ -180,9 +180,9 @@ pub(crate) async fn resolve(
     let mut out: Vec<(String, String)> = Vec::new();
     let mut vars: HashMap<String, String> = HashMap::new();
     let set = |out: &mut Vec<(String, String)>,
-                   vars: &mut HashMap<String, String>,
-                   k: String,
-                   v: String| {
+               vars: &mut HashMap<String, String>,
+               k: String,
+               v: String| {
         out.retain(|(ek, _)| *ek != k);
         vars.insert(k.clone(), v.clone());
         out.push((k, v));

@@ -165,6 +165,8 @@ pub(crate) struct NodeCtx {
     pub ca_pem: String,
     pub issuer: String,
     pub state: Arc<Mutex<NodeState>>,
+    /// When the node registered (lastTransitionTime of its conditions).
+    pub registered_at: String,
 }
 
 impl NodeCtx {
@@ -339,6 +341,7 @@ async fn node_main(
         ca_pem: args.ca_pem,
         issuer: args.issuer,
         state: args.state,
+        registered_at: crate::node::status::now(),
     });
     if let Err(e) = register(&ctx).await {
         let _ = ready.send(Err(e.context(format!("registering node {}", ctx.name))));
@@ -363,9 +366,10 @@ async fn node_main(
 
 fn node_status(ctx: &NodeCtx) -> serde_json::Value {
     let ts = crate::node::status::now();
+    let since = &ctx.registered_at;
     let cond = |type_: &str, status: &str, reason: &str| {
         json!({ "type": type_, "status": status, "reason": reason, "message": reason,
-                "lastHeartbeatTime": ts, "lastTransitionTime": ts })
+                "lastHeartbeatTime": ts, "lastTransitionTime": since })
     };
     json!({ "status": {
         "capacity": ctx.cfg.capacity,

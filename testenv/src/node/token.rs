@@ -44,7 +44,9 @@ pub(crate) async fn pod_token(
         .create_token_request(&sa, &PostParams::default(), &tr)
         .await
         .with_context(|| format!("TokenRequest for serviceaccount {ns}/{sa}"))?;
-    tr.status.and_then(|s| s.token).context("TokenRequest without token")
+    tr.status
+        .and_then(|s| s.token)
+        .context("TokenRequest without token")
 }
 
 /// Writes `token`, `ca.crt`, `namespace` into `dir` and a kubeconfig next to them; returns the

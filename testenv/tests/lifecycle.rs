@@ -1,0 +1,100 @@
+//! A private control plane and a fake node clean up after themselves on drop.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clothjob_testenv::{ControlPlane, FakeNode, NodeConfig, wait_for};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+fn pids_of(children_of: &Path) -> Vec<u32> {
+    // Processes whose command line mentions the control plane dir (etcd data dir, cert paths...).
+    let needle = children_of.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn drop_stops_everything() -> Result<()> {
+    let started = Instant::now();
+    let cp = ControlPlane::start().await?;
+    eprintln!("cold start of the control plane: {:?}", started.elapsed());
+    let dir = cp.dir().to_path_buf();
+    assert_eq!(
+        pids_of(&dir).len(),
+        3,
+        "etcd, kube-apiserver, kube-controller-manager"
+    );
+
+    let ns = cp.create_namespace("lifecycle").await?;
+    let node = FakeNode::start(&cp, NodeConfig::new().image("busybox", "/bin/sh")).await?;
+    let client = cp.client().await?;
+    let node_obj = Api::<Node>::all(client.clone()).get(node.name()).await?;
+    let ready = node_obj
+        .status
+        .and_then(|s| s.conditions)
+        .unwrap_or_default();
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "sleeper" },
+        "spec": { "restartPolicy": "Never", "containers": [
+            { "name": "main", "image": "busybox", "command": ["sh", "-c", "sleep 300"] }
+        ]},
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let pid = wait_for(
+        "sleeper running",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async { Ok(node.pid(&ns, "sleeper")) },
+    )
+    .await?;
+    drop(node);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "pod process killed with the node"
+    );
+
+    drop(cp);
+    assert!(pids_of(&dir).is_empty(), "control plane processes stopped");
+    assert!(!dir.exists() || std::env::var("CLOTHJOB_KEEP_TESTENV").is_ok());
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "slow (~70 s): checks the node outlives the node-monitor grace period"]
+async fn node_stays_ready_and_untainted() -> Result<()> {
+    let cp = ControlPlane::start().await?;
+    let node = FakeNode::start(&cp, NodeConfig::new()).await?;
+    let nodes: Api<Node> = Api::all(cp.client().await?);
+    // Past kube-controller-manager's default --node-monitor-grace-period (50 s).
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    let n = nodes.get(node.name()).await?;
+    let taints = n.spec.and_then(|s| s.taints).unwrap_or_default();
+    assert!(taints.is_empty(), "unexpected taints {taints:?}");
+    let conds = n.status.and_then(|s| s.conditions).unwrap_or_default();
+    assert!(
+        conds
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True"),
+        "{conds:?}"
+    );
+    Ok(())
+}
