@@ -221,3 +221,84 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
         status: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cj(extra_spec: &str) -> ClothJob {
+        let output = if extra_spec.contains("output:") { "" } else { "  output: {uri: 'file:///out'}\n" };
+        let yaml = format!(
+            "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: tshirt, namespace: closet, uid: 3f2a9c1b-aaaa-4000-8000-000000000001}}\nspec:\n{output}{extra_spec}"
+        );
+        serde_yaml::from_str(&yaml).unwrap()
+    }
+
+    #[test]
+    fn job_names_are_deterministic_bounded_and_uid_bound() {
+        let a = cj("  source: {url: 'http://x/y.jpg'}\n");
+        assert_eq!(job_name(&a).unwrap(), "tshirt-3f2a9c1b");
+        let mut long = a.clone();
+        long.metadata.name = Some("x".repeat(200));
+        let n = job_name(&long).unwrap();
+        assert!(n.len() <= 61, "{n}");
+        assert!(n.ends_with("-3f2a9c1b"));
+    }
+
+    #[test]
+    fn the_job_retries_with_backoff_and_fails_at_once_on_bad_input() {
+        let job = build_job(&cj("  source: {url: 'http://x/y.jpg'}\n  retries: 3\n  activeDeadlineSeconds: 600\n"), &OperatorConfig::defaults()).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(3));
+        assert_eq!(spec.active_deadline_seconds, Some(600));
+        assert_eq!((spec.parallelism, spec.completions), (Some(1), Some(1)));
+        let rules = spec.pod_failure_policy.unwrap().rules;
+        assert_eq!(rules[0].action, "FailJob");
+        assert_eq!(rules[0].on_exit_codes.as_ref().unwrap().values, vec![contract::EXIT_BAD_INPUT]);
+        assert_eq!(rules[1].action, "Ignore");
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.service_account_name.as_deref(), Some(contract::DEFAULT_RUNNER_SERVICE_ACCOUNT));
+        let c = &pod.containers[0];
+        assert_eq!(c.name, contract::RUNNER_CONTAINER);
+        assert_eq!(c.args.as_deref(), Some(&["run".to_string()][..]));
+        let env: BTreeMap<_, _> = c.env.iter().flatten().map(|e| (e.name.as_str(), e.value.clone())).collect();
+        assert_eq!(env[contract::ENV_NAME].as_deref(), Some("tshirt"));
+        assert_eq!(env[contract::ENV_UID].as_deref(), Some("3f2a9c1b-aaaa-4000-8000-000000000001"));
+        let owner = &job.metadata.owner_references.unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("ClothJob", Some(true)));
+        let labels = job.metadata.labels.unwrap();
+        assert_eq!(labels["app.kubernetes.io/managed-by"], contract::MANAGED_BY);
+        assert_eq!(labels[contract::LABEL_CLOTHJOB], "tshirt");
+    }
+
+    #[test]
+    fn secret_sources_are_mounted_not_read_through_the_api() {
+        let job = build_job(&cj("  source: {secretRef: {name: photos, key: shirt.jpg}}\n"), &OperatorConfig::defaults()).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let v = &pod.volumes.unwrap()[0];
+        let s = v.secret.as_ref().unwrap();
+        assert_eq!(s.secret_name.as_deref(), Some("photos"));
+        assert_eq!(s.items.as_ref().unwrap()[0].key, "shirt.jpg");
+        let c = &pod.containers[0];
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, SOURCE_MOUNT);
+        assert!(c.env.iter().flatten().any(|e| e.name == ENV_SOURCE_FILE && e.value.as_deref() == Some("/var/run/clothjob/source/image")));
+    }
+
+    #[test]
+    fn runner_settings_and_credentials_reach_the_pod() {
+        let job = build_job(
+            &cj("  source: {uri: 's3://b/k.jpg'}\n  output: {uri: 's3://b/out', credentialsSecretName: s3-creds}\n  runner: {image: 'my/runner:1', nodeSelector: {pool: gpu}, serviceAccountName: custom, volumes: [{name: m, emptyDir: {}}], volumeMounts: [{name: m, mountPath: /models}]}\n"),
+            &OperatorConfig::defaults(),
+        )
+        .unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("custom"));
+        assert_eq!(pod.node_selector.unwrap()["pool"], "gpu");
+        assert_eq!(pod.volumes.unwrap()[0].name, "m");
+        let c = &pod.containers[0];
+        assert_eq!(c.image.as_deref(), Some("my/runner:1"));
+        assert_eq!(c.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name, "s3-creds");
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, "/models");
+    }
+}

@@ -1,0 +1,169 @@
+//! Table tests of the pure decide step: each YAML file under tests/fixtures describes what
+//! was observed (a ClothJob over `_base.yaml`, its Job and pods) and what must be decided.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use clothjob_api::ClothJob;
+use clothjob_api::conditions;
+use clothjob_operator::decide::decide;
+use clothjob_operator::observe::Observed;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
+
+/// Deep-merges `patch` into `base` (objects merge, everything else replaces).
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
+
+fn load(path: &Path) -> (ClothJob, Observed, BTreeSet<String>, Timestamp, Value) {
+    let dir = path.parent().unwrap();
+    let mut cj: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join("_base.yaml")).unwrap()).unwrap();
+    let fx: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    if let Some(over) = fx.get("clothjob") {
+        merge(&mut cj, over);
+    }
+    let cj: ClothJob = serde_json::from_value(cj).unwrap();
+    let job = fx.get("job").map(|j| {
+        let mut base = serde_json::json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "tshirt-3f2a9c1b", "namespace": "closet", "uid": "job-uid"},
+        });
+        merge(&mut base, j);
+        serde_json::from_value::<Job>(base).unwrap()
+    });
+    let pods = fx
+        .get("pods")
+        .and_then(Value::as_array)
+        .map(|ps| {
+            ps.iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let mut base = serde_json::json!({
+                        "apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": format!("tshirt-3f2a9c1b-{i}"), "namespace": "closet"},
+                    });
+                    merge(&mut base, p);
+                    serde_json::from_value::<Pod>(base).unwrap()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let announced = fx
+        .get("announced")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .unwrap_or_default();
+    let now: Timestamp = fx.get("now").and_then(Value::as_str).unwrap_or("2026-11-25T10:00:10Z").parse().unwrap();
+    let expect = fx.get("expect").cloned().unwrap_or(Value::Null);
+    (cj, Observed { job, pods }, announced, now, expect)
+}
+
+fn check(path: &Path) {
+    let name = path.file_name().unwrap().to_string_lossy().to_string();
+    let (cj, observed, announced, now, expect) = load(path);
+    let d = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
+    let ctx = |what: &str| format!("{name}: {what}; decision = {d:#?}");
+
+    if let Some(v) = expect.get("createJob").and_then(Value::as_bool) {
+        assert_eq!(d.create_job, v, "{}", ctx("createJob"));
+    }
+    if let Some(v) = expect.get("delete").and_then(Value::as_bool) {
+        assert_eq!(d.delete, v, "{}", ctx("delete"));
+    }
+    if expect.get("noStatus").and_then(Value::as_bool) == Some(true) {
+        assert!(d.status.is_none() && d.events.is_empty(), "{}", ctx("noStatus"));
+    }
+    let status = d.status.clone().or(cj.status.clone()).unwrap_or_default();
+    if let Some(v) = expect.get("phase").and_then(Value::as_str) {
+        assert_eq!(status.phase.map(|p| p.as_str()), Some(v), "{}", ctx("phase"));
+    }
+    if let Some(v) = expect.get("reason").and_then(Value::as_str) {
+        assert_eq!(status.reason.as_deref(), Some(v), "{}", ctx("reason"));
+    }
+    if let Some(v) = expect.get("attempts").and_then(Value::as_i64) {
+        assert_eq!(status.attempts.map(i64::from), Some(v), "{}", ctx("attempts"));
+    }
+    if let Some(v) = expect.get("messageContains").and_then(Value::as_str) {
+        let m = status.message.clone().unwrap_or_default();
+        assert!(m.contains(v), "{}", ctx(&format!("message {m:?} lacks {v:?}")));
+    }
+    if let Some(map) = expect.get("conditions").and_then(Value::as_object) {
+        let conds = status.conditions.clone().unwrap_or_default();
+        for (t, want) in map {
+            let got = conditions::find(&conds, t).map(|c| c.status.clone());
+            assert_eq!(got.as_deref(), want.as_str(), "{}", ctx(&format!("condition {t}")));
+        }
+    }
+    if let Some(list) = expect.get("events").and_then(Value::as_array) {
+        let got: Vec<&str> = d.events.iter().map(|e| e.reason.as_str()).collect();
+        let want: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+        assert_eq!(got, want, "{}", ctx("events"));
+    }
+    if let Some(v) = expect.get("eventContains").and_then(Value::as_str) {
+        assert!(d.events.iter().any(|e| e.note.contains(v)), "{}", ctx("eventContains"));
+    }
+    if let Some(list) = expect.get("timings").and_then(Value::as_array) {
+        let got: Vec<&str> = d.timings.iter().map(|t| t.stage.as_str()).collect();
+        let want: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+        assert_eq!(got, want, "{}", ctx("timings"));
+    }
+    if let Some(v) = expect.get("finished").and_then(Value::as_str) {
+        assert_eq!(d.finished.as_ref().map(|f| f.0.as_str()), Some(v), "{}", ctx("finished"));
+    }
+    if let Some(v) = expect.get("requeue").and_then(Value::as_bool) {
+        assert_eq!(d.requeue_after.is_some(), v, "{}", ctx("requeue"));
+    }
+}
+
+#[test]
+fn every_fixture_decides_as_expected() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        if file.ends_with(".yaml") && !file.starts_with('_') {
+            check(&path);
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "only {n} fixtures found");
+}
+
+#[test]
+fn deciding_twice_on_the_same_observation_is_idempotent() {
+    // Apply the first decision's status, decide again: no new Job, no status change, no Events.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for f in ["new.yaml", "retrying.yaml", "succeeded.yaml", "failed_bad_input.yaml"] {
+        let (mut cj, observed, mut announced, now, _) = load(&dir.join(f));
+        let first = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
+        let mut status = cj.status.clone().unwrap_or_default();
+        if let Some(s) = first.status {
+            status.observed_generation = s.observed_generation;
+            status.conditions = s.conditions;
+            status.phase = s.phase;
+            status.attempts = s.attempts;
+            status.job_name = s.job_name;
+            status.message = s.message;
+            status.reason = s.reason;
+            status.start_time = s.start_time;
+            status.completion_time = s.completion_time;
+        }
+        cj.status = Some(status);
+        announced.extend(first.announced);
+        let second = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
+        assert!(second.status.is_none(), "{f}: status changed again: {:#?}", second.status);
+        assert!(second.events.is_empty(), "{f}: events again: {:?}", second.events);
+        assert_eq!(second.create_job, first.create_job && observed.job.is_none(), "{f}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Errors of a run, named after the failed action, with the exit code each one maps to.
+
+use clothjob_api::contract;
+use clothjob_pipeline::PipelineError;
+
+/// What failed during a run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The runner was started without the settings it needs.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The ClothJob could not be read or its status written.
+    #[error("talking to the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// The ClothJob this runner was made for is gone or was replaced.
+    #[error("ClothJob {0}")]
+    Gone(String),
+    /// Fetching the source photo failed; `retryable` tells whether trying again may help.
+    #[error("fetching the source {what}: {detail}")]
+    FetchSource { what: String, detail: String, retryable: bool },
+    /// The pipeline failed (decode, a stage, encoding).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// Writing an output failed.
+    #[error("storing output {name}: {detail}")]
+    StoreOutput { name: String, detail: String },
+    /// A worker thread of the pipeline died.
+    #[error("pipeline worker: {0}")]
+    Worker(String),
+}
+
+impl RunError {
+    /// Whether the input can never succeed, so that retrying is pointless.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            RunError::FetchSource { retryable, .. } => !retryable,
+            RunError::Pipeline(e) => e.is_bad_input(),
+            RunError::Gone(_) | RunError::Config(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A bounded category for status reasons, Events and metric labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            RunError::Config(_) => "InvalidSpec",
+            _ if self.is_bad_input() => "BadInput",
+            RunError::Kube(_) => "Transient",
+            RunError::FetchSource { .. } | RunError::StoreOutput { .. } => "Transient",
+            RunError::Pipeline(_) => "Backend",
+            RunError::Gone(_) | RunError::Worker(_) => "Internal",
+        }
+    }
+
+    /// The process exit code: the bad-input code fails the Job at once, others are retried.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_bad_input() { contract::EXIT_BAD_INPUT } else { contract::EXIT_TRANSIENT }
+    }
+}

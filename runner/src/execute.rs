@@ -1,0 +1,119 @@
+//! One run of the pipeline, shared by the pod (`run`) and the standalone `process` command:
+//! fetch the source, run the stages, store the outputs, reporting every change.
+
+use std::time::{Duration, Instant};
+
+use clothjob_api::progress::Stage;
+use clothjob_api::{OutputStatus, RegionStatus, RunnerFailure};
+use clothjob_pipeline::{Limits, Options, Region, RunOutput};
+use futures::future::try_join_all;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::RunError;
+use crate::progress::{ChannelSink, RunState, Update};
+use crate::source::{SourceLocation, fetch};
+use crate::store::{ObjectStoreOpts, put};
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The source photo.
+    pub source: SourceLocation,
+    /// Stage options.
+    pub options: Options,
+    /// Input limits.
+    pub limits: Limits,
+    /// Directory URI the outputs are written into (`file:///...`, `s3://...`).
+    pub output_dir: String,
+    /// Time-out of an http(s) download.
+    pub fetch_timeout: Duration,
+}
+
+/// The result of a successful run.
+#[derive(Debug)]
+pub struct Finished {
+    /// The final state (progress 100).
+    pub state: RunState,
+    /// What the pipeline returned (outputs with their bytes, stage reports).
+    pub output: RunOutput,
+    /// Seconds spent storing.
+    pub storing: Duration,
+}
+
+fn region_status(r: &Region) -> RegionStatus {
+    RegionStatus {
+        label: i32::from(r.label),
+        share: format!("{:.3}", r.area_fraction),
+        bbox: [r.bbox.x, r.bbox.y, r.bbox.width, r.bbox.height]
+            .iter()
+            .map(|v| i32::try_from(*v).unwrap_or(i32::MAX))
+            .collect(),
+        colors: r.colors.iter().map(|c| format!("{} {}", c.name, c.hex)).collect(),
+    }
+}
+
+/// Runs the plan, sending each state change on `tx`. On failure the final state (with the
+/// failure recorded) has been sent before the error is returned.
+pub async fn execute(plan: &Plan, tx: UnboundedSender<Update>) -> Result<Finished, RunError> {
+    let mut sink = ChannelSink::new(RunState::new(), tx);
+    sink.send(true);
+    match steps(plan, &mut sink).await {
+        Ok(f) => Ok(f),
+        Err(e) => {
+            let failure = RunnerFailure {
+                reason: e.category().to_string(),
+                message: e.to_string(),
+                retryable: !e.is_bad_input(),
+            };
+            sink.change(true, |s| s.failed(failure));
+            Err(e)
+        }
+    }
+}
+
+async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError> {
+    let bytes = fetch(&plan.source, plan.limits.max_bytes, plan.fetch_timeout).await?;
+
+    // The pipeline is CPU-bound and synchronous: run it off the async threads.
+    let options = plan.options.clone();
+    let limits = plan.limits;
+    let mut worker_sink = ChannelSink::new(sink.state.clone(), sink.sender());
+    let (worker_sink, result) = tokio::task::spawn_blocking(move || {
+        let r = clothjob_pipeline::run(&bytes, &options, &limits, &mut worker_sink);
+        (worker_sink, r)
+    })
+    .await
+    .map_err(|e| RunError::Worker(e.to_string()))?;
+    sink.state = worker_sink.state;
+    let output = result?;
+
+    let started = Instant::now();
+    sink.change(true, |s| s.started(Stage::Storing, "objectStore"));
+    let opts = ObjectStoreOpts::from_env();
+    let dir = plan.output_dir.trim_end_matches('/').to_string();
+    let writes = output.outputs.iter().map(|o| {
+        let uri = format!("{dir}/{}", o.file_name);
+        let opts = opts.clone();
+        async move {
+            put(&uri, o.bytes.clone(), &opts).await?;
+            Ok::<_, RunError>(OutputStatus {
+                name: o.role.clone(),
+                uri,
+                media_type: o.media_type.to_string(),
+                width: i32::try_from(o.width).unwrap_or(i32::MAX),
+                height: i32::try_from(o.height).unwrap_or(i32::MAX),
+                bytes: i64::try_from(o.bytes.len()).unwrap_or(i64::MAX),
+                sha256: o.sha256.clone(),
+            })
+        }
+    });
+    let outputs = try_join_all(writes).await?;
+    let storing = started.elapsed();
+    sink.change(true, |s| {
+        s.outputs = outputs;
+        s.regions = output.regions.iter().map(region_status).collect();
+        s.finished(Stage::Storing, storing);
+        s.done();
+    });
+    Ok(Finished { state: sink.state.clone(), output, storing })
+}

@@ -1,0 +1,50 @@
+//! The runner's entry point: `run` (inside a Job's pod) and `process` (standalone).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "clothjob-runner", version, about = "Runs the ClothJob image pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ClothJob named by CLOTHJOB_NAMESPACE / CLOTHJOB_NAME / CLOTHJOB_UID (in a pod).
+    Run,
+    /// Run the whole pipeline locally on a photo and write the outputs and report.json.
+    Process {
+        /// The photo: a path, an http(s) URL or an object-store URI.
+        input: PathBuf,
+        /// Directory for the outputs and report.json.
+        #[arg(long)]
+        out: PathBuf,
+        /// YAML file with `pipeline:` (as spec.pipeline) and `output:` (maxSide, jpegQuality).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override one setting, e.g. `expansion.enabled=false` or `output.maxSide=512`.
+        #[arg(long = "set", value_name = "STAGE.OPTION=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let code = match Cli::parse().command {
+        Command::Run => clothjob_runner::pod::run_in_pod().await,
+        Command::Process { input, out, config, set } => {
+            clothjob_runner::process::process(input, out, config, set).await
+        }
+    };
+    std::process::exit(code);
+}

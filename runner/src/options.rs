@@ -1,0 +1,150 @@
+//! Maps a ClothJob's `spec.pipeline` and `spec.output` to the pipeline's own options.
+
+use clothjob_api::{
+    BackgroundRemovalBackend, ExpansionBackend, OnnxModel, Output, Pipeline, SegmentationBackend,
+};
+use clothjob_pipeline::{
+    BackgroundRemovalOptions, EncodingOptions, ExpansionOptions, Options, SegmentationOptions,
+};
+
+use crate::error::RunError;
+
+/// A model location as a local path (`file:///x` or `/x`). Models fetched over https arrive
+/// with the pipeline's model cache.
+fn model_path(m: &OnnxModel) -> Result<std::path::PathBuf, RunError> {
+    let uri = m.model_uri.as_str();
+    if let Some(path) = uri.strip_prefix("file://") {
+        Ok(path.into())
+    } else if uri.starts_with('/') {
+        Ok(uri.into())
+    } else {
+        Err(RunError::Config(format!("model {uri}: only local model files (file:// or /path) are supported")))
+    }
+}
+
+/// Parses `#RRGGBB`.
+pub fn parse_color(hex: &str) -> Option<[u8; 3]> {
+    let h = hex.strip_prefix('#')?;
+    if h.len() != 6 {
+        return None;
+    }
+    let v = u32::from_str_radix(h, 16).ok()?;
+    Some([(v >> 16) as u8, (v >> 8) as u8, v as u8])
+}
+
+/// The pipeline options for a ClothJob's pipeline and output settings.
+pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError> {
+    let background_removal = if p.background_removal.enabled {
+        let backend = match p.background_removal.backend {
+            BackgroundRemovalBackend::Builtin => clothjob_pipeline::BackgroundRemovalBackend::Builtin,
+            BackgroundRemovalBackend::Onnx => {
+                let m = p.background_removal.onnx.as_ref().ok_or_else(|| {
+                    RunError::Config("backgroundRemoval.onnx is required for the onnx backend".into())
+                })?;
+                clothjob_pipeline::BackgroundRemovalBackend::Onnx { model_path: model_path(m)? }
+            }
+            BackgroundRemovalBackend::Remote => {
+                let r = p.background_removal.remote.as_ref().ok_or_else(|| {
+                    RunError::Config("backgroundRemoval.remote is required for the remote backend".into())
+                })?;
+                clothjob_pipeline::BackgroundRemovalBackend::Remote { url: r.url.clone() }
+            }
+        };
+        Some(BackgroundRemovalOptions { backend, ..Default::default() })
+    } else {
+        None
+    };
+    let segmentation = if p.segmentation.enabled {
+        let backend = match p.segmentation.backend {
+            SegmentationBackend::Builtin => clothjob_pipeline::SegmentationBackend::Builtin,
+            SegmentationBackend::Onnx => {
+                let m = p.segmentation.onnx.as_ref().ok_or_else(|| {
+                    RunError::Config("segmentation.onnx is required for the onnx backend".into())
+                })?;
+                clothjob_pipeline::SegmentationBackend::Onnx { model_path: model_path(m)? }
+            }
+        };
+        Some(SegmentationOptions { backend, ..Default::default() })
+    } else {
+        None
+    };
+    let expansion = if p.expansion.enabled {
+        let mut e = ExpansionOptions::default();
+        match p.expansion.backend {
+            ExpansionBackend::Builtin => {}
+            ExpansionBackend::Gemini => {
+                return Err(RunError::Config("the gemini expansion backend is not available in this runner yet".into()));
+            }
+        }
+        if let Some(bg) = &p.expansion.background {
+            e.background = parse_color(bg).ok_or_else(|| RunError::Config(format!("bad colour {bg}")))?;
+        }
+        Some(e)
+    } else {
+        None
+    };
+    let encoding = p.encoding.enabled.then(|| EncodingOptions {
+        max_side: u32::try_from(out.max_side).unwrap_or(1024).max(1),
+        jpeg_quality: u8::try_from(out.jpeg_quality.clamp(1, 100)).unwrap_or(85),
+    });
+    Ok(Options { background_removal, segmentation, expansion, encoding })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output() -> Output {
+        serde_yaml::from_str("uri: file:///tmp/out\n").unwrap()
+    }
+
+    #[test]
+    fn defaults_enable_every_stage_with_builtin_backends() {
+        let p: Pipeline = serde_yaml::from_str("{}").unwrap();
+        let o = pipeline_options(&p, &output()).unwrap();
+        assert_eq!(o, Options::default());
+        let enc = o.encoding.unwrap();
+        assert_eq!((enc.max_side, enc.jpeg_quality), (1024, 85));
+    }
+
+    #[test]
+    fn disabled_stages_are_none_and_output_settings_pass_through() {
+        let p: Pipeline = serde_yaml::from_str(
+            "backgroundRemoval: {enabled: false}\nsegmentation: {enabled: false}\nexpansion: {enabled: true, background: '#102030'}\n",
+        )
+        .unwrap();
+        let out: Output = serde_yaml::from_str("uri: s3://b/p\nmaxSide: 512\njpegQuality: 70\n").unwrap();
+        let o = pipeline_options(&p, &out).unwrap();
+        assert!(o.background_removal.is_none());
+        assert!(o.segmentation.is_none());
+        assert_eq!(o.expansion.unwrap().background, [0x10, 0x20, 0x30]);
+        let enc = o.encoding.unwrap();
+        assert_eq!((enc.max_side, enc.jpeg_quality), (512, 70));
+    }
+
+    #[test]
+    fn onnx_needs_a_local_model_path() {
+        let p: Pipeline = serde_yaml::from_str(
+            "backgroundRemoval: {backend: onnx, onnx: {modelUri: 'file:///models/u2netp.onnx'}}\n",
+        )
+        .unwrap();
+        let o = pipeline_options(&p, &output()).unwrap();
+        assert_eq!(
+            o.background_removal.unwrap().backend,
+            clothjob_pipeline::BackgroundRemovalBackend::Onnx { model_path: "/models/u2netp.onnx".into() }
+        );
+        let p: Pipeline = serde_yaml::from_str(
+            "backgroundRemoval: {backend: onnx, onnx: {modelUri: 'https://example.invalid/m.onnx'}}\n",
+        )
+        .unwrap();
+        assert!(matches!(pipeline_options(&p, &output()), Err(RunError::Config(_))));
+    }
+
+    #[test]
+    fn colours_parse() {
+        assert_eq!(parse_color("#FFFFFF"), Some([255, 255, 255]));
+        assert_eq!(parse_color("#0a0B0c"), Some([10, 11, 12]));
+        assert_eq!(parse_color("FFFFFF"), None);
+        assert_eq!(parse_color("#FFF"), None);
+    }
+}

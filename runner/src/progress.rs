@@ -1,0 +1,253 @@
+//! Progress of one run: the runner-owned status fields (weighted progress, stage, per-stage
+//! timings, outputs) as a pure state machine, and the sink that feeds it from the pipeline.
+
+use std::time::Duration;
+
+use clothjob_api::progress::{Stage, progress_after, progress_within};
+use clothjob_api::{ClothJobStatus, OutputStatus, RegionStatus, RunnerFailure, StageState, StageStatus};
+use clothjob_pipeline::{ProgressSink, StageName};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The runner's view of its progress.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunState {
+    /// Weighted progress, never decreasing.
+    pub progress: u8,
+    /// Current stage name (or `fetching`, `done`, `failed`).
+    pub stage: String,
+    /// Every stage, in order.
+    pub stages: Vec<StageStatus>,
+    /// Outputs written.
+    pub outputs: Vec<OutputStatus>,
+    /// Regions found by segmentation.
+    pub regions: Vec<RegionStatus>,
+    /// The failure, once failed.
+    pub failure: Option<RunnerFailure>,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Maps the pipeline's stage to the API's.
+pub fn api_stage(s: StageName) -> Stage {
+    match s {
+        StageName::BackgroundRemoval => Stage::BackgroundRemoval,
+        StageName::Segmentation => Stage::Segmentation,
+        StageName::Expansion => Stage::Expansion,
+        StageName::Encoding => Stage::Encoding,
+    }
+}
+
+fn now() -> Time {
+    Time(Timestamp::now())
+}
+
+impl RunState {
+    /// A fresh attempt: progress 0, every stage pending.
+    pub fn new() -> Self {
+        Self {
+            progress: 0,
+            stage: "fetching".into(),
+            stages: Stage::ALL
+                .into_iter()
+                .map(|s| StageStatus { name: s.name().into(), ..Default::default() })
+                .collect(),
+            outputs: Vec::new(),
+            regions: Vec::new(),
+            failure: None,
+        }
+    }
+
+    fn entry(&mut self, stage: Stage) -> Option<&mut StageStatus> {
+        self.stages.iter_mut().find(|s| s.name == stage.name())
+    }
+
+    fn advance(&mut self, to: u8) {
+        self.progress = self.progress.max(to);
+    }
+
+    /// A stage started.
+    pub fn started(&mut self, stage: Stage, backend: &str) {
+        self.stage = stage.name().into();
+        if let Some(e) = self.entry(stage) {
+            e.state = StageState::Running;
+            e.backend = Some(backend.into());
+            e.started_at = Some(now());
+        }
+        self.advance(stage.span().0);
+    }
+
+    /// A stage is `fraction` done.
+    pub fn fraction(&mut self, stage: Stage, fraction: f64) {
+        self.advance(progress_within(stage, fraction));
+    }
+
+    /// A stage finished after `duration`.
+    pub fn finished(&mut self, stage: Stage, duration: Duration) {
+        if let Some(e) = self.entry(stage) {
+            e.state = StageState::Succeeded;
+            e.finished_at = Some(now());
+            e.duration_ms = Some(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
+        }
+        self.advance(progress_after(stage));
+    }
+
+    /// A stage is disabled: its span passes at once, and it is never reported as done.
+    pub fn skipped(&mut self, stage: Stage) {
+        if let Some(e) = self.entry(stage) {
+            e.state = StageState::Skipped;
+        }
+        self.advance(progress_after(stage));
+    }
+
+    /// Everything finished: 100 %.
+    pub fn done(&mut self) {
+        self.stage = "done".into();
+        self.advance(100);
+    }
+
+    /// The run failed in whatever stage was running.
+    pub fn failed(&mut self, failure: RunnerFailure) {
+        for e in self.stages.iter_mut().filter(|e| e.state == StageState::Running) {
+            e.state = StageState::Failed;
+            e.finished_at = Some(now());
+        }
+        self.stage = "failed".into();
+        self.failure = Some(failure);
+    }
+
+    /// The runner-owned fields of the status.
+    pub fn to_status(&self) -> ClothJobStatus {
+        ClothJobStatus {
+            progress: Some(i32::from(self.progress)),
+            stage: Some(self.stage.clone()),
+            stages: Some(self.stages.clone()),
+            outputs: Some(self.outputs.clone()),
+            regions: Some(self.regions.clone()),
+            runner_failure: self.failure.clone(),
+            ..Default::default()
+        }
+    }
+}
+
+/// One change of the run state; `boundary` marks stage starts and ends, which are always
+/// written, while changes within a stage may be coalesced.
+#[derive(Clone, Debug)]
+pub struct Update {
+    /// The state after the change.
+    pub state: RunState,
+    /// Whether this is a stage boundary.
+    pub boundary: bool,
+}
+
+/// Feeds pipeline callbacks into a [`RunState`] and sends each change on a channel.
+pub struct ChannelSink {
+    /// The state so far.
+    pub state: RunState,
+    tx: UnboundedSender<Update>,
+}
+
+impl ChannelSink {
+    /// A sink starting from `state`.
+    pub fn new(state: RunState, tx: UnboundedSender<Update>) -> Self {
+        Self { state, tx }
+    }
+
+    /// Another handle on the channel.
+    pub fn sender(&self) -> UnboundedSender<Update> {
+        self.tx.clone()
+    }
+
+    /// Sends the current state.
+    pub fn send(&self, boundary: bool) {
+        // A closed channel means nobody listens any more; the run goes on regardless.
+        let _ = self.tx.send(Update { state: self.state.clone(), boundary });
+    }
+
+    /// Applies a change and sends it.
+    pub fn change(&mut self, boundary: bool, f: impl FnOnce(&mut RunState)) {
+        let before = self.state.clone();
+        f(&mut self.state);
+        if self.state != before {
+            self.send(boundary);
+        }
+    }
+}
+
+impl ProgressSink for ChannelSink {
+    fn stage_started(&mut self, stage: StageName, backend: &str) {
+        self.change(true, |s| s.started(api_stage(stage), backend));
+    }
+    fn stage_progress(&mut self, stage: StageName, fraction: f64) {
+        self.change(false, |s| s.fraction(api_stage(stage), fraction));
+    }
+    fn stage_finished(&mut self, stage: StageName, _backend: &str, duration: Duration) {
+        self.change(true, |s| s.finished(api_stage(stage), duration));
+    }
+    fn stage_skipped(&mut self, stage: StageName) {
+        self.change(true, |s| s.skipped(api_stage(stage)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_run_climbs_through_the_weighted_boundaries() {
+        let mut s = RunState::new();
+        let mut seen = vec![s.progress];
+        for st in [Stage::BackgroundRemoval, Stage::Segmentation, Stage::Expansion, Stage::Encoding, Stage::Storing] {
+            s.started(st, "builtin");
+            s.fraction(st, 0.5);
+            s.finished(st, Duration::from_millis(12));
+            seen.push(s.progress);
+        }
+        s.done();
+        seen.push(s.progress);
+        assert_eq!(seen, vec![0, 30, 45, 95, 98, 100, 100]);
+        assert!(s.stages.iter().all(|e| e.state == StageState::Succeeded));
+        assert_eq!(s.stages[0].duration_ms, Some(12));
+    }
+
+    #[test]
+    fn skipped_stages_pass_at_once_and_are_never_done() {
+        let mut s = RunState::new();
+        s.skipped(Stage::BackgroundRemoval);
+        assert_eq!(s.progress, 30);
+        s.skipped(Stage::Segmentation);
+        s.started(Stage::Expansion, "builtin");
+        assert_eq!(s.progress, 45);
+        let st = s.to_status();
+        let stages = st.stages.unwrap();
+        assert_eq!(stages[0].state, StageState::Skipped);
+        assert_eq!(stages[0].duration_ms, None);
+        assert_eq!(stages[2].state, StageState::Running);
+    }
+
+    #[test]
+    fn progress_never_goes_back() {
+        let mut s = RunState::new();
+        s.started(Stage::Expansion, "builtin");
+        s.fraction(Stage::Expansion, 0.8);
+        let high = s.progress;
+        s.fraction(Stage::Expansion, 0.1);
+        s.started(Stage::BackgroundRemoval, "builtin");
+        assert_eq!(s.progress, high);
+    }
+
+    #[test]
+    fn failure_marks_the_running_stage() {
+        let mut s = RunState::new();
+        s.started(Stage::BackgroundRemoval, "builtin");
+        s.failed(RunnerFailure { reason: "BadInput".into(), message: "not an image".into(), retryable: false });
+        assert_eq!(s.stages[0].state, StageState::Failed);
+        assert_eq!(s.stage, "failed");
+        assert_eq!(s.to_status().runner_failure.unwrap().reason, "BadInput");
+    }
+}
