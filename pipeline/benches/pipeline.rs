@@ -4,11 +4,16 @@
 //!
 //! Prints machine-readable lines (seconds are the best of ROUNDS, default 3):
 //!   ours encode SECONDS BYTES             seven stage_*.png, raw bytes (decoding not timed)
+//!   ours encode_cpu CPU_SECONDS BYTES     the same, CPU seconds (user+sys) per round, all threads
 //!   ours encode_base64 SECONDS BYTES      the same, bytes as base64 (what encode_anchor.py counts)
 //!   ours bgremove SECONDS IOU             builtin alpha of photo.jpg vs photo.mask.png
 //!   ours cutout SECONDS IOU               alpha plus the decontaminated RGBA cut-out
 //!   ours pipeline SECONDS PEAK_RSS_MIB    whole builtin pipeline from photo.jpg bytes
 //!   ours pipeline_4000 SECONDS PEAK_RSS_MIB  the same on a 4000x4000 JPEG (own process)
+//!   ours synth_NAME SECONDS IOU           builtin alpha on each synthetic test photo
+//!
+//! env: OURS selects what runs (default "encode bgremove cutout pipeline
+//! pipeline_4000 synth"); DUMP_DIR writes the outputs and alphas there.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark binary
 
 #[path = "../tests/common/synth.rs"]
@@ -41,7 +46,7 @@ fn main() {
     ));
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
     let only: Vec<String> = std::env::var("OURS")
-        .unwrap_or_else(|_| "encode bgremove cutout pipeline pipeline_4000".to_owned())
+        .unwrap_or_else(|_| "encode bgremove cutout pipeline pipeline_4000 synth".to_owned())
         .split_whitespace()
         .map(str::to_owned)
         .collect();
@@ -102,6 +107,7 @@ fn bench_encode(dir: &Path, rounds: usize) {
         })
         .collect();
     let options = EncodingOptions::default();
+    let cpu0 = cpu_seconds();
     let (secs, outputs) = best_of(rounds, || {
         use rayon::prelude::*;
         images
@@ -139,7 +145,9 @@ fn bench_encode(dir: &Path, rounds: usize) {
             o.bytes.len()
         );
     }
+    let cpu = (cpu_seconds() - cpu0) / rounds.max(1) as f64;
     println!("ours encode {secs:.4} {bytes}");
+    println!("ours encode_cpu {cpu:.4} {bytes}");
     println!("ours encode_base64 {secs:.4} {b64}");
 }
 
@@ -265,6 +273,22 @@ fn child_pipeline(input: &Path, name: &str) {
         }
     }
     println!("ours {name} {secs:.4} {:.1}", peak_rss_mib());
+}
+
+/// User plus system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses).
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn peak_rss_mib() -> f64 {

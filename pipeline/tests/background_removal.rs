@@ -56,12 +56,18 @@ iou_case!(
     "grey_on_white_strong_shadow"
 );
 iou_case!(garment_touching_the_border, "denim_touching_bottom_border");
+iou_case!(cream_hoodie_on_white_paper, "cream_hoodie_on_white_paper");
+iou_case!(light_blue_on_light_grey, "light_blue_on_light_grey");
+iou_case!(
+    small_garment_in_a_landscape_photo,
+    "small_pink_dress_landscape"
+);
 iou_case!(phone_resolution_3024x4032, "navy_hoodie_phone_3024x4032");
 
 #[test]
 fn the_test_set_covers_the_hard_cases() {
     let names: Vec<&str> = synth::test_set().iter().map(|s| s.name).collect();
-    assert_eq!(names.len(), 9);
+    assert_eq!(names.len(), 12);
     // A mask that ignores the garment or takes the whole frame must fail.
     let s = scene("grey_on_white_strong_shadow");
     let (_, truth) = synth::render(&s);

@@ -531,6 +531,40 @@ pub fn test_set() -> Vec<Scene> {
         Scene {
             shape: Shape::Hoodie,
             fabric: Fabric::Plain {
+                color: [236.0, 226.0, 200.0],
+                texture: 4.0,
+            },
+            backdrop: Backdrop::Paper {
+                base: [247.0, 246.0, 243.0],
+                amplitude: 4.0,
+            },
+            shadow: 0.2,
+            ..Scene::new("cream_hoodie_on_white_paper", 1200, 1200)
+        },
+        Scene {
+            fabric: Fabric::Plain {
+                color: [170.0, 195.0, 225.0],
+                texture: 4.0,
+            },
+            backdrop: Backdrop::Gradient {
+                top: [226.0, 226.0, 228.0],
+                bottom: [206.0, 206.0, 209.0],
+            },
+            ..Scene::new("light_blue_on_light_grey", 1200, 1200)
+        },
+        Scene {
+            shape: Shape::Dress,
+            fabric: Fabric::Plain {
+                color: [235.0, 150.0, 175.0],
+                texture: 5.0,
+            },
+            frame: (0.38, 0.25, 0.62, 0.8),
+            jpeg: Some(85),
+            ..Scene::new("small_pink_dress_landscape", 2400, 1800)
+        },
+        Scene {
+            shape: Shape::Hoodie,
+            fabric: Fabric::Plain {
                 color: [25.0, 35.0, 80.0],
                 texture: 5.0,
             },
