@@ -23,7 +23,7 @@ fn root() -> PathBuf {
 /// Writes crds/ (and the chart's copy) from the Rust types.
 fn gen_crds() -> Result<()> {
     let yaml = clothjob_api::crd::crd_yaml()?;
-    for dir in ["crds"] {
+    for dir in ["crds", "charts/clothjob-operator/crds"] {
         let path = root().join(dir).join(clothjob_api::crd::CRD_FILE);
         std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
