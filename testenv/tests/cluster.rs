@@ -334,3 +334,77 @@ echo all-good > "$CLOTHJOB_TERMINATION_MESSAGE_PATH"
     assert!(logs.contains("pod/checker"), "logs:\n{logs}");
     Ok(())
 }
+
+#[tokio::test]
+async fn active_deadline_kills_running_pods() -> Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace("deadline").await?;
+    let node = FakeNode::start(cp, busybox_node(&ns)).await?;
+    let jobs: Api<Job> = Api::namespaced(cp.client().await?, &ns);
+    let mut slow = job("slow", "echo started; sleep 300", 0)?;
+    slow.spec.as_mut().unwrap().active_deadline_seconds = Some(3);
+    jobs.create(&PostParams::default(), &slow).await?;
+    assert_eq!(
+        wait_job_condition(&jobs, "slow", "Failed", Duration::from_secs(60)).await?,
+        "DeadlineExceeded"
+    );
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
+    wait_for(
+        "pods of job slow gone",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let left = pods
+                .list(&ListParams::default().labels("job-name=slow"))
+                .await?;
+            Ok((left.items.is_empty() && node.process_count() == 0).then_some(()))
+        },
+    )
+    .await?;
+    assert_eq!(node.processes_started(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "depends on the CRDs other crates generate into <workspace>/crds"]
+async fn workspace_crds_install() -> Result<()> {
+    let cp = ControlPlane::shared().await?;
+    let names = cp
+        .install_crds(clothjob_testenv::bins::workspace_root().join("crds"))
+        .await?;
+    eprintln!("installed CRDs: {names:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn on_failure_pods_are_restarted() -> Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace("restart").await?;
+    let node = FakeNode::start(cp, busybox_node(&ns)).await?;
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": { "name": "flaky" },
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "volumes": [{ "name": "scratch", "emptyDir": {} }],
+            "containers": [{
+                "name": "main", "image": "busybox",
+                // Scripts are not rewritten (only values starting with a mount path are): pass the path.
+                "command": ["sh", "-c", "if [ -f $1/once ]; then echo second; exit 0; fi; touch $1/once; echo first; exit 1",
+                    "sh", "/scratch"],
+                "volumeMounts": [{ "name": "scratch", "mountPath": "/scratch" }],
+            }],
+        },
+    }))?;
+    pods.create(&PostParams::default(), &pod).await?;
+    let done = wait_pod_phase(&pods, "flaky", "Succeeded", Duration::from_secs(30)).await?;
+    let cs = done.status.unwrap().container_statuses.unwrap().remove(0);
+    assert_eq!(cs.restart_count, 1);
+    assert_eq!(cs.last_state.unwrap().terminated.unwrap().exit_code, 1);
+    assert_eq!(node.processes_started(), 2);
+    let logs = node.logs(&ns, "flaky");
+    assert!(logs.contains("first") && logs.contains("second"), "{logs}");
+    Ok(())
+}

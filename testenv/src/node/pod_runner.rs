@@ -10,8 +10,10 @@
 //!   `CLOTHJOB_TERMINATION_MESSAGE_PATH` (the local stand-in for `terminationMessagePath`).
 //! - stdout and stderr go to `<pod dir>/container.log` (see [`super::FakeNode::logs`]).
 //! - Status: Running on start; Succeeded/Failed with the exit code (`128 + signal` when killed)
-//!   on exit. A pod is started at most once per node; restarts (`OnFailure`/`Always`) are not
-//!   emulated: the pod ends Succeeded/Failed like a `Never` pod.
+//!   on exit (`restartPolicy: Never`, or `OnFailure` with exit 0). With `OnFailure`/`Always` the
+//!   process is restarted after a short back-off (1 s doubling up to 10 s; `restartCount`,
+//!   `lastState` are reported). A pod is picked up at most once per node and never runs again
+//!   once Succeeded/Failed.
 //! - Deletion: SIGTERM to the process group, SIGKILL after `min(grace, max_kill_grace)`, final
 //!   status, then delete with grace period 0 (finalizers of others are left to them).
 
@@ -236,77 +238,116 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
     };
 
     let log_path = pod_dir.join("container.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-    let log_err = log.try_clone()?;
-    let mut cmd = proc::command(&exe);
-    cmd.args(&prepared.argv)
-        .env_clear()
-        .envs(prepared.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&prepared.workdir)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err)
-        .process_group(0);
+    let restart_policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".to_string());
+    let mut restarts: i32 = 0;
+    let mut last_state: Option<serde_json::Value> = None;
+    loop {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let log_err = log.try_clone()?;
+        std::fs::write(&prepared.termination_file, b"")?;
+        let mut cmd = proc::command(&exe);
+        cmd.args(&prepared.argv)
+            .env_clear()
+            .envs(prepared.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&prepared.workdir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .process_group(0);
 
-    // Spawn and publish the pid under the lock, unless deletion was requested meanwhile.
-    let mut child = {
-        let mut st = ctx.state();
-        let Some(slot) = st.pods.get_mut(&uid) else {
-            return Ok(());
+        // Spawn and publish the pid under the lock, unless deletion was requested meanwhile.
+        let mut child = {
+            let mut st = ctx.state();
+            let Some(slot) = st.pods.get_mut(&uid) else {
+                return Ok(());
+            };
+            slot.log = Some(log_path.clone());
+            if slot.deleting {
+                return Ok(());
+            }
+            let child = proc::spawn(cmd).with_context(|| format!("starting {}", exe.display()))?;
+            slot.phase = PodPhase::Running { pid: child.id() };
+            st.processes_started += 1;
+            child
         };
-        slot.log = Some(log_path.clone());
-        if slot.deleting {
-            return Ok(());
-        }
-        let child = proc::spawn(cmd).with_context(|| format!("starting {}", exe.display()))?;
-        slot.phase = PodPhase::Running { pid: child.id() };
-        st.processes_started += 1;
-        child
-    };
-    let started_at = status::now();
-    let pid = child.id();
-    tracing::info!("node {}: started pod {ns}/{name} as pid {pid}", ctx.name);
-    status::patch(
-        &api,
-        &name,
-        &status::running(&container.name, &image, &uid, &started_at),
-    )
-    .await?;
+        let started_at = status::now();
+        let pid = child.id();
+        tracing::info!("node {}: started pod {ns}/{name} as pid {pid}", ctx.name);
+        let body = status::running(
+            &container.name,
+            &image,
+            &uid,
+            &started_at,
+            restarts,
+            last_state.as_ref(),
+        );
+        status::patch(&api, &name, &body).await?;
 
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .context("waiting for pod process")?
-        .context("waiting for pod process")?;
-    let finished_at = status::now();
-    let exit_code = exit
-        .code()
-        .or_else(|| exit.signal().map(|s| 128 + s))
-        .unwrap_or(1);
-    {
-        let mut st = ctx.state();
-        if let Some(slot) = st.pods.get_mut(&uid) {
-            slot.phase = PodPhase::Done;
+        let exit = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .context("waiting for pod process")?
+            .context("waiting for pod process")?;
+        let finished_at = status::now();
+        let exit_code = exit
+            .code()
+            .or_else(|| exit.signal().map(|s| 128 + s))
+            .unwrap_or(1);
+        {
+            let mut st = ctx.state();
+            if let Some(slot) = st.pods.get_mut(&uid) {
+                slot.phase = PodPhase::Preparing;
+            }
         }
-    }
-    // Kill leftovers of the process group (e.g. background children of a shell).
-    if let Ok(raw) = i32::try_from(pid) {
-        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), Signal::SIGKILL);
-    }
-    let message = termination_message(container, &prepared.termination_file, &log_path, exit_code);
-    tracing::info!("node {}: pod {ns}/{name} exited with {exit_code}", ctx.name);
-    let body = status::terminated(
-        &container.name,
-        &image,
-        &uid,
-        &status::Exit {
+        // Kill leftovers of the process group (e.g. background children of a shell).
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(raw), Signal::SIGKILL);
+        }
+        let message =
+            termination_message(container, &prepared.termination_file, &log_path, exit_code);
+        tracing::info!("node {}: pod {ns}/{name} exited with {exit_code}", ctx.name);
+        let exit = status::Exit {
             exit_code,
             message: &message,
             started_at: &started_at,
             finished_at: &finished_at,
-        },
-    );
-    status::patch(&api, &name, &body).await
+        };
+        let restart = !deletion_requested(ctx, &uid)
+            && (restart_policy == "Always" || (restart_policy == "OnFailure" && exit_code != 0));
+        if !restart {
+            let body = status::terminated(
+                &container.name,
+                &image,
+                &uid,
+                &exit,
+                restarts,
+                last_state.as_ref(),
+            );
+            return status::patch(&api, &name, &body).await;
+        }
+        // Restart with a short exponential back-off (1 s, 2 s, 4 s, ... capped at 10 s).
+        restarts += 1;
+        let term = status::terminated_state(&uid, &exit);
+        let body = status::restarting(&container.name, &image, &uid, &started_at, restarts, &term);
+        status::patch(&api, &name, &body).await?;
+        last_state = Some(term);
+        let backoff = Duration::from_secs(1u64 << (restarts - 1).clamp(0, 3) as u32)
+            .min(Duration::from_secs(10));
+        let until = Instant::now() + backoff;
+        while Instant::now() < until {
+            if deletion_requested(ctx, &uid) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 fn deletion_requested(ctx: &NodeCtx, uid: &str) -> bool {

@@ -65,12 +65,56 @@ fn addresses(status: &mut Value, started_at: &str) {
 }
 
 /// Status of a pod whose container process is running.
-pub(crate) fn running(container: &str, image: &str, uid: &str, started_at: &str) -> Value {
+pub(crate) fn running(
+    container: &str,
+    image: &str,
+    uid: &str,
+    started_at: &str,
+    restarts: i32,
+    last_state: Option<&Value>,
+) -> Value {
+    let mut cs = container_status(
+        container,
+        image,
+        uid,
+        true,
+        json!({ "running": { "startedAt": started_at } }),
+        restarts,
+    );
+    if let Some(last) = last_state {
+        cs["lastState"] = last.clone();
+    }
     let mut status = json!({
         "phase": "Running",
         "conditions": conditions(true, None, started_at),
-        "containerStatuses": [container_status(container, image, uid, true,
-            json!({ "running": { "startedAt": started_at } }), 0)],
+        "containerStatuses": [cs],
+    });
+    addresses(&mut status, started_at);
+    json!({ "status": status })
+}
+
+/// Status of a pod whose container exited and will be restarted (waiting, back-off).
+pub(crate) fn restarting(
+    container: &str,
+    image: &str,
+    uid: &str,
+    started_at: &str,
+    restarts: i32,
+    last_state: &Value,
+) -> Value {
+    let mut cs = container_status(
+        container,
+        image,
+        uid,
+        false,
+        json!({ "waiting": { "reason": "CrashLoopBackOff", "message": "back-off restarting container" } }),
+        restarts,
+    );
+    cs["lastState"] = last_state.clone();
+    let mut status = json!({
+        "phase": "Running",
+        "conditions": conditions(false, Some("ContainersNotReady"), &now()),
+        "containerStatuses": [cs],
     });
     addresses(&mut status, started_at);
     json!({ "status": status })
@@ -84,8 +128,8 @@ pub(crate) struct Exit<'a> {
     pub finished_at: &'a str,
 }
 
-/// Status of a pod whose container process exited (phase Succeeded or Failed).
-pub(crate) fn terminated(container: &str, image: &str, uid: &str, exit: &Exit<'_>) -> Value {
+/// `{"terminated": {...}}` container state of an exited container.
+pub(crate) fn terminated_state(uid: &str, exit: &Exit<'_>) -> Value {
     let ok = exit.exit_code == 0;
     let mut terminated = json!({
         "exitCode": exit.exit_code,
@@ -97,11 +141,34 @@ pub(crate) fn terminated(container: &str, image: &str, uid: &str, exit: &Exit<'_
     if !exit.message.is_empty() {
         terminated["message"] = json!(exit.message);
     }
+    json!({ "terminated": terminated })
+}
+
+/// Status of a pod whose container process exited for good (phase Succeeded or Failed).
+pub(crate) fn terminated(
+    container: &str,
+    image: &str,
+    uid: &str,
+    exit: &Exit<'_>,
+    restarts: i32,
+    last_state: Option<&Value>,
+) -> Value {
+    let ok = exit.exit_code == 0;
+    let mut cs = container_status(
+        container,
+        image,
+        uid,
+        false,
+        terminated_state(uid, exit),
+        restarts,
+    );
+    if let Some(last) = last_state {
+        cs["lastState"] = last.clone();
+    }
     let mut status = json!({
         "phase": if ok { "Succeeded" } else { "Failed" },
         "conditions": conditions(false, Some("PodCompleted"), exit.finished_at),
-        "containerStatuses": [container_status(container, image, uid, false,
-            json!({ "terminated": terminated }), 0)],
+        "containerStatuses": [cs],
     });
     addresses(&mut status, exit.started_at);
     json!({ "status": status })
