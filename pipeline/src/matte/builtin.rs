@@ -349,7 +349,7 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
         .iter()
         .map(|&v| if v { 0.0 } else { 1.0 })
         .collect();
-    let sure_fg: Vec<f32> = erode(&fg, sw, sh, 2)
+    let sure_fg: Vec<f32> = erode(&fg, sw, sh, 4)
         .iter()
         .map(|&v| if v { 1.0 } else { 0.0 })
         .collect();
@@ -423,7 +423,7 @@ fn refine(image: &RgbImage, f: usize, coarse: &Coarse) -> Vec<u8> {
     let (sw, sh) = (coarse.sw, coarse.sh);
     let band: Vec<bool> = {
         let outer = dilate(&coarse.fg, sw, sh, 2);
-        let inner = erode(&coarse.fg, sw, sh, 2);
+        let inner = erode(&coarse.fg, sw, sh, 4);
         outer.iter().zip(&inner).map(|(&o, &i)| o && !i).collect()
     };
     let mut fg_plane = Plane::new(sw, sh);
