@@ -205,7 +205,8 @@ fn bench_bgremove(dir: &Path, rounds: usize, cutout: bool) {
         println!("ours cutout {secs:.4} {:.4}", iou(&a, &truth));
         if let Some(dump) = std::env::var_os("DUMP_DIR") {
             std::fs::create_dir_all(&dump).unwrap();
-            rgba.save(Path::new(&dump).join("fixture.cutout.png")).unwrap();
+            rgba.save(Path::new(&dump).join("fixture.cutout.png"))
+                .unwrap();
         }
     }
 }

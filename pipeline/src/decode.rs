@@ -33,14 +33,14 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, PipelineErr
     let mut image_limits = image::Limits::default();
     // Decoders may need the output buffer (up to 8 bytes per pixel for 16-bit
     // RGBA) plus some working memory.
-    image_limits.max_alloc = Some(
-        limits
-            .max_pixels
-            .saturating_mul(8)
-            .saturating_add(64 * 1024 * 1024),
-    );
+    let max_alloc = limits
+        .max_pixels
+        .saturating_mul(8)
+        .saturating_add(64 * 1024 * 1024);
+    image_limits.max_alloc = Some(max_alloc);
     reader.limits(image_limits);
-    let mut decoder = reader.into_decoder().map_err(map_image_error)?;
+    let map_err = |e| map_image_error(e, max_alloc);
+    let mut decoder = reader.into_decoder().map_err(map_err)?;
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > limits.max_pixels {
@@ -59,7 +59,7 @@ pub fn decode(bytes: &[u8], limits: &Limits) -> Result<DynamicImage, PipelineErr
     let orientation = decoder
         .orientation()
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut image = DynamicImage::from_decoder(decoder).map_err(map_image_error)?;
+    let mut image = DynamicImage::from_decoder(decoder).map_err(map_err)?;
     image.apply_orientation(orientation);
     Ok(image)
 }
@@ -79,18 +79,18 @@ pub fn sniff(bytes: &[u8]) -> Result<ImageFormat, PipelineError> {
     }
 }
 
-fn map_image_error(err: ImageError) -> PipelineError {
+fn map_image_error(err: ImageError, max_alloc: u64) -> PipelineError {
     match err {
         ImageError::Limits(limit) => match limit.kind() {
-            LimitErrorKind::DimensionError => PipelineError::TooLarge {
-                what: "pixels",
-                actual: 0,
-                limit: 0,
-            },
+            LimitErrorKind::DimensionError => {
+                PipelineError::Decode(format!("image dimensions rejected: {limit}"))
+            }
+            // The decoder wanted more working memory than the limit allows
+            // (the amount it asked for is not reported).
             _ => PipelineError::TooLarge {
-                what: "memory",
-                actual: 0,
-                limit: 0,
+                what: "decoder memory (bytes)",
+                actual: max_alloc.saturating_add(1),
+                limit: max_alloc,
             },
         },
         ImageError::Unsupported(e) => PipelineError::UnsupportedFormat(e.to_string()),

@@ -16,7 +16,8 @@ pub enum PipelineError {
     /// decompression bomb or simply too big a photo.
     #[error("the input is too large: {what} is {actual}, the limit is {limit}")]
     TooLarge {
-        /// What was measured: `"bytes"`, `"pixels"`, `"width"`, `"height"` or `"memory"`.
+        /// What was measured: `"bytes"`, `"pixels"` or `"decoder memory (bytes)"`
+        /// (then `actual` is only known to be over `limit`).
         what: &'static str,
         /// The measured value.
         actual: u64,

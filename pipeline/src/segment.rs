@@ -18,6 +18,22 @@ pub struct Segmentation {
     pub regions: Vec<Region>,
 }
 
+impl Segmentation {
+    /// The mask of one region: 255 where the label map has `label`, else 0.
+    pub fn mask_of(&self, label: u8) -> GrayImage {
+        let mut mask = self.labels.clone();
+        for v in mask.iter_mut() {
+            *v = if *v == label && label != 0 { 255 } else { 0 };
+        }
+        mask
+    }
+
+    /// A short description of the garment's colours, e.g. `navy, light blue`.
+    pub fn describe(&self) -> String {
+        describe(&self.regions)
+    }
+}
+
 /// Colour clusters closer than this (ΔE*ab) are merged into one region.
 const MERGE_DELTA_E: f32 = 12.0;
 /// Clusters with fewer of the garment's pixels than this are merged away.

@@ -441,3 +441,28 @@ fn unavailable_backends_fail_clearly() {
     assert!(!err.is_bad_input());
     assert_eq!(events.0, ["start backgroundRemoval onnx"], "never finished");
 }
+
+#[test]
+fn segmentation_gives_one_mask_per_region() {
+    use clothjob_pipeline::segment::segment;
+    let (photo, truth) = synth::render(&striped_shirt(400, 500));
+    let seg = segment(
+        &photo,
+        Some(&truth),
+        &SegmentationOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(seg.regions.len(), 2);
+    let mut covered = 0u64;
+    for r in &seg.regions {
+        let m = seg.mask_of(r.label);
+        let n = m.pixels().filter(|p| p[0] == 255).count() as u64;
+        assert_eq!(n, r.pixels);
+        covered += n;
+    }
+    let garment = truth.pixels().filter(|p| p[0] > 127).count() as u64;
+    assert_eq!(covered, garment, "regions partition the garment");
+    assert_eq!(seg.mask_of(0).pixels().filter(|p| p[0] != 0).count(), 0);
+    assert!(seg.describe().contains("blue"), "{}", seg.describe());
+}
