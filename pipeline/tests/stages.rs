@@ -466,3 +466,60 @@ fn segmentation_gives_one_mask_per_region() {
     assert_eq!(seg.mask_of(0).pixels().filter(|p| p[0] != 0).count(), 0);
     assert!(seg.describe().contains("blue"), "{}", seg.describe());
 }
+
+#[test]
+fn odd_and_tiny_inputs_never_panic() {
+    // Sizes around the internal thresholds, odd aspect ratios, flat images,
+    // busy non-studio pictures: every run succeeds with every output.
+    let mut cases: Vec<RgbImage> = Vec::new();
+    for (w, h) in [
+        (1, 1),
+        (2, 3),
+        (7, 7),
+        (8, 8),
+        (9, 31),
+        (64, 3),
+        (3, 64),
+        (65, 65),
+        (513, 7),
+        (1030, 9),
+    ] {
+        cases.push(RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([
+                (x * 37 % 256) as u8,
+                (y * 91 % 256) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        }));
+    }
+    cases.push(RgbImage::from_pixel(300, 200, image::Rgb([230, 230, 230]))); // empty studio
+    cases.push(RgbImage::from_fn(300, 300, |x, y| {
+        // Busy, non-studio: hashed blocks of random colours.
+        let v = (x / 7)
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add((y / 7).wrapping_mul(40503));
+        image::Rgb([(v >> 8) as u8, (v >> 16) as u8, (v >> 24) as u8])
+    }));
+    for img in &cases {
+        let out = run(
+            &jpeg(img, None),
+            &Options::default(),
+            &Limits::default(),
+            &mut NoProgress,
+        )
+        .unwrap_or_else(|e| panic!("{}x{}: {e}", img.width(), img.height()));
+        let roles: Vec<&str> = out.outputs.iter().map(|o| o.role.as_str()).collect();
+        assert_eq!(
+            roles[..3],
+            ["original", "cutout", "mask"],
+            "{}x{}",
+            img.width(),
+            img.height()
+        );
+        assert!(roles.contains(&"catalog") && roles.contains(&"square"));
+        for o in &out.outputs {
+            let d = decode_out(&o.bytes);
+            assert_eq!((d.width(), d.height()), (o.width, o.height));
+        }
+    }
+}
