@@ -6,6 +6,10 @@
 //! individual `#[tokio::test]`s. Dropping the [`FakeNode`] kills its processes and deletes the
 //! Node object. See [`pod_runner`] for how a pod becomes a process, and [`volumes`] for how
 //! volume mounts are emulated by rewriting paths.
+//!
+//! Several fake nodes may run against one control plane (e.g. one per test on a shared
+//! [`ControlPlane`]); they race to bind unscheduled pods, so give each test's node its own
+//! namespace with [`NodeConfig::namespace`]. Pods in other namespaces are ignored.
 
 mod env;
 pub mod pod_runner;

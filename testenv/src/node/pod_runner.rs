@@ -335,7 +335,7 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
         // Restart with a short exponential back-off (1 s, 2 s, 4 s, ... capped at 10 s).
         restarts += 1;
         let term = status::terminated_state(&uid, &exit);
-        let body = status::restarting(&container.name, &image, &uid, &started_at, restarts, &term);
+        let body = status::restarting(&container.name, &image, &uid, restarts, &term);
         status::patch(&api, &name, &body).await?;
         last_state = Some(term);
         let backoff = Duration::from_secs(1u64 << (restarts - 1).clamp(0, 3) as u32)

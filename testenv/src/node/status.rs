@@ -56,12 +56,15 @@ fn container_status(
     })
 }
 
-fn addresses(status: &mut Value, started_at: &str) {
+/// Pod/host IPs, and `startTime` when given (omitted fields keep their value in a merge patch).
+fn addresses(status: &mut Value, start_time: Option<&str>) {
     status["hostIP"] = json!("127.0.0.1");
     status["hostIPs"] = json!([{ "ip": "127.0.0.1" }]);
     status["podIP"] = json!("127.0.0.1");
     status["podIPs"] = json!([{ "ip": "127.0.0.1" }]);
-    status["startTime"] = json!(started_at);
+    if let Some(ts) = start_time {
+        status["startTime"] = json!(ts);
+    }
 }
 
 /// Status of a pod whose container process is running.
@@ -89,7 +92,7 @@ pub(crate) fn running(
         "conditions": conditions(true, None, started_at),
         "containerStatuses": [cs],
     });
-    addresses(&mut status, started_at);
+    addresses(&mut status, (restarts == 0).then_some(started_at));
     json!({ "status": status })
 }
 
@@ -98,7 +101,6 @@ pub(crate) fn restarting(
     container: &str,
     image: &str,
     uid: &str,
-    started_at: &str,
     restarts: i32,
     last_state: &Value,
 ) -> Value {
@@ -116,7 +118,7 @@ pub(crate) fn restarting(
         "conditions": conditions(false, Some("ContainersNotReady"), &now()),
         "containerStatuses": [cs],
     });
-    addresses(&mut status, started_at);
+    addresses(&mut status, None);
     json!({ "status": status })
 }
 
@@ -170,7 +172,7 @@ pub(crate) fn terminated(
         "conditions": conditions(false, Some("PodCompleted"), exit.finished_at),
         "containerStatuses": [cs],
     });
-    addresses(&mut status, exit.started_at);
+    addresses(&mut status, None);
     json!({ "status": status })
 }
 
@@ -191,7 +193,7 @@ pub(crate) fn failed_to_start(
         "containerStatuses": [container_status(container, image, uid, false,
             json!({ "waiting": { "reason": reason, "message": message } }), 0)],
     });
-    addresses(&mut status, &ts);
+    addresses(&mut status, Some(&ts));
     json!({ "status": status })
 }
 

@@ -3,7 +3,7 @@
 //! A pod process cannot see the container's `mountPath`s (there is no mount namespace), so each
 //! supported volume is written to `<pod dir>/volumes/<name>` and every env var value and
 //! argument that starts with a `mountPath` (or is `--flag=<mountPath>...`) is rewritten to point
-//! at that local directory instead — see [`Mounts::rewrite`]. Supported: `secret`, `configMap`
+//! at that local directory instead — see `Mounts::rewrite`. Supported: `secret`, `configMap`
 //! (with `binaryData` and `items`), `emptyDir`, `hostPath` (used in place), `downwardAPI`
 //! (`fieldRef` items) and `projected` (`serviceAccountToken`, `secret`, `configMap`,
 //! `downwardAPI` sources; this covers the admission-injected `kube-api-access-*` volume).
