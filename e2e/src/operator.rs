@@ -1,0 +1,99 @@
+//! The operator as a local process, authenticated as its own service account (so the chart's
+//! RBAC is what it runs with), watching one test namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::process::{Child, Command};
+
+/// A running operator process.
+pub struct OperatorProcess {
+    child: Option<Child>,
+    /// Address of its /healthz, /readyz and /metrics.
+    pub http: String,
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    namespace: String,
+    log: PathBuf,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl OperatorProcess {
+    /// Starts the operator and waits until /readyz answers 200.
+    pub async fn start(binary: &Path, kubeconfig: &Path, namespace: &str, log: &Path) -> Result<Self> {
+        let mut op = Self {
+            child: None,
+            http: String::new(),
+            binary: binary.to_path_buf(),
+            kubeconfig: kubeconfig.to_path_buf(),
+            namespace: namespace.to_string(),
+            log: log.to_path_buf(),
+        };
+        op.spawn().await?;
+        Ok(op)
+    }
+
+    async fn spawn(&mut self) -> Result<()> {
+        self.http = format!("127.0.0.1:{}", free_port()?);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.binary)
+            .arg("--namespace")
+            .arg(&self.namespace)
+            .arg("--http-addr")
+            .arg(&self.http)
+            .env_clear()
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("CLOTHJOB_RUNNER_SERVICE_ACCOUNT", "clothjob-runner")
+            .env("CLOTHJOB_RUNNER_CLUSTER_ROLE", "clothjob-runner")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        let url = format!("http://{}/readyz", self.http);
+        clothjob_testenv::wait_for("operator /readyz", Duration::from_secs(60), Duration::from_millis(100), || async {
+            Ok(reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()))
+        })
+        .await
+        .with_context(|| format!("operator log:\n{}", self.logs()))
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash or a lost node would.
+    pub async fn kill(&mut self) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            c.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts it again after [`kill`](Self::kill).
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill().await?;
+        self.spawn().await
+    }
+
+    /// Asks it to stop (SIGTERM) and returns its exit status.
+    pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
+        let mut c = self.child.take().context("operator not running")?;
+        let pid = c.id().context("no pid")?;
+        Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await?;
+        Ok(tokio::time::timeout(Duration::from_secs(20), c.wait()).await??)
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::get(format!("http://{}/metrics", self.http)).await?.text().await?)
+    }
+
+    /// The log so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
