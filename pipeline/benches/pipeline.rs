@@ -270,6 +270,10 @@ fn child_pipeline(input: &Path, name: &str) {
         for o in &out.outputs {
             std::fs::write(Path::new(&dump).join(&o.file_name), &o.bytes).unwrap();
         }
+        eprintln!(
+            "  colours: {}",
+            clothjob_pipeline::segment::describe(&out.regions)
+        );
         for r in &out.regions {
             eprintln!(
                 "  region {} {:.3} {:?} {:?}",

@@ -72,4 +72,9 @@ pub struct Region {
     pub bbox: BoundingBox,
     /// Dominant colours, most frequent first.
     pub colors: Vec<NamedColor>,
+    /// Separate pieces of this region (specks ignored), measured at ~256 px.
+    pub components: u32,
+    /// How the pieces look: `solid` (one piece), `stripes` (three or more
+    /// long thin pieces), `spots` (three or more compact pieces) or `pieces`.
+    pub pattern: &'static str,
 }

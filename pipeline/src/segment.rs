@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::colors::{lab_to_srgb, name_of, srgb_to_lab};
 use crate::error::PipelineError;
+use crate::imgops::components;
 use crate::options::SegmentationOptions;
 use crate::output::{BoundingBox, NamedColor, Region};
 
@@ -167,25 +168,87 @@ pub fn segment(
                     hex,
                     fraction: 1.0,
                 }],
+                components: 0,
+                pattern: "solid",
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
     let labels = GrayImage::from_raw(w, h, labels)
         .ok_or_else(|| PipelineError::Internal("label buffer size".to_owned()))?;
+    let mut regions = regions;
+    for (r, (count, pattern)) in regions.iter_mut().zip(pieces(&labels, order.len())) {
+        r.components = count;
+        r.pattern = pattern;
+    }
     Ok(Segmentation { labels, regions })
 }
 
-/// A short description of the garment's colours, e.g. `navy, light blue`.
+/// A short description of the garment's colours for people, e.g.
+/// `navy, white stripes`: the main colour, then the others with their pattern.
 pub fn describe(regions: &[Region]) -> String {
-    let mut names: Vec<&str> = Vec::new();
-    for r in regions {
-        for c in &r.colors {
-            if !names.contains(&c.name.as_str()) {
-                names.push(&c.name);
-            }
+    let mut parts: Vec<String> = Vec::new();
+    for (i, r) in regions.iter().enumerate() {
+        let Some(c) = r.colors.first() else { continue };
+        let part = match (i, r.pattern) {
+            (0, _) | (_, "solid" | "pieces") => c.name.clone(),
+            (_, pattern) => format!("{} {pattern}", c.name),
+        };
+        if !parts.contains(&part) {
+            parts.push(part);
         }
     }
-    names.join(", ")
+    parts.join(", ")
+}
+
+/// Pieces per label (1..=k) of a label map looked at with a long side of
+/// about 256 px: (count, pattern).
+fn pieces(labels: &GrayImage, k: usize) -> Vec<(u32, &'static str)> {
+    let (w, h) = (labels.width() as usize, labels.height() as usize);
+    let d = w.max(h).div_ceil(256).max(1);
+    let (sw, sh) = (w.div_ceil(d), h.div_ceil(d));
+    let raw = labels.as_raw();
+    let small: Vec<u8> = (0..sw * sh)
+        .map(|i| {
+            let x = ((i % sw) * d + d / 2).min(w - 1);
+            let y = ((i / sw) * d + d / 2).min(h - 1);
+            raw[y * w + x]
+        })
+        .collect();
+    (1..=k)
+        .map(|label| {
+            let mask: Vec<bool> = small.iter().map(|&l| usize::from(l) == label).collect();
+            let area = mask.iter().filter(|&&m| m).count();
+            let (comp, sizes) = components(&mask, sw, sh);
+            let min_size = (area / 100).max(3);
+            let mut boxes: Vec<(usize, usize, usize, usize)> =
+                vec![(usize::MAX, usize::MAX, 0, 0); sizes.len()];
+            for (i, &c) in comp.iter().enumerate() {
+                if c > 0 {
+                    let b = &mut boxes[c as usize - 1];
+                    let (x, y) = (i % sw, i / sw);
+                    *b = (b.0.min(x), b.1.min(y), b.2.max(x), b.3.max(y));
+                }
+            }
+            let kept: Vec<(usize, usize)> = sizes
+                .iter()
+                .zip(&boxes)
+                .filter(|(s, _)| **s >= min_size)
+                .map(|(_, b)| (b.2 - b.0 + 1, b.3 - b.1 + 1))
+                .collect();
+            let count = kept.len() as u32;
+            let long = kept
+                .iter()
+                .filter(|(bw, bh)| bw.max(bh) >= &(3 * bw.min(bh)))
+                .count();
+            let pattern = match count {
+                0 | 1 => "solid",
+                n if n >= 3 && long * 3 >= kept.len() * 2 => "stripes",
+                n if n >= 3 => "spots",
+                _ => "pieces",
+            };
+            (count, pattern)
+        })
+        .collect()
 }
 
 fn name_and_hex(rgb: [u8; 3]) -> (String, String) {

@@ -340,6 +340,10 @@ fn segmentation_counts_colours() {
     .unwrap();
     assert_eq!(out.regions.len(), 1, "{:?}", out.regions);
     assert_eq!(out.regions[0].colors[0].name, "red");
+    assert_eq!(
+        (out.regions[0].components, out.regions[0].pattern),
+        (1, "solid")
+    );
     assert_eq!(out.regions[0].label, 1);
 
     let (striped, _) = synth::render(&striped_shirt(600, 800));
@@ -464,7 +468,13 @@ fn segmentation_gives_one_mask_per_region() {
     let garment = truth.pixels().filter(|p| p[0] > 127).count() as u64;
     assert_eq!(covered, garment, "regions partition the garment");
     assert_eq!(seg.mask_of(0).pixels().filter(|p| p[0] != 0).count(), 0);
-    assert!(seg.describe().contains("blue"), "{}", seg.describe());
+    assert_eq!(seg.regions[1].pattern, "stripes", "{:?}", seg.regions[1]);
+    assert!(seg.regions[1].components >= 5, "{:?}", seg.regions[1]);
+    let text = seg.describe();
+    assert!(
+        text.starts_with("blue, ") && text.ends_with(" stripes"),
+        "{text}"
+    );
 }
 
 #[test]
