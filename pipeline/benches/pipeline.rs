@@ -44,6 +44,14 @@ fn main() {
         },
         Clone::clone,
     ));
+    if !dir.join("photo.jpg").is_file() {
+        eprintln!(
+            "no fixture in {}: run `bash shared/bench/anchors.sh` first (it writes \
+             ~/.cache/clothjob-anchors/fixture-2000), or pass the fixture directory",
+            dir.display()
+        );
+        std::process::exit(2);
+    }
     let rounds: usize = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
     let only: Vec<String> = std::env::var("OURS")
         .unwrap_or_else(|_| "encode bgremove cutout pipeline pipeline_4000 synth".to_owned())

@@ -64,6 +64,12 @@ pub fn expand(
     let mut ratios: Vec<(u32, u32)> = Vec::new();
     for &(a, b) in &options.aspect_ratios {
         let g = gcd(a, b);
+        if a / g > 64 || b / g > 64 || a > b.saturating_mul(8) || b > a.saturating_mul(8) {
+            return Err(PipelineError::InvalidOptions(format!(
+                "expansion aspect ratio {a}:{b} is not supported (terms up to 64 once \
+                 reduced, between 1:8 and 8:1)"
+            )));
+        }
         if !ratios.contains(&(a / g, b / g)) {
             ratios.push((a / g, b / g));
         }

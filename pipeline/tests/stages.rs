@@ -402,6 +402,23 @@ fn other_aspect_ratios_and_background_colours() {
     assert_eq!(canvases.len(), 2, "6:8 is the same as 3:4: {canvases:?}");
     assert_eq!(canvases[0].0, "expanded_16x9");
     assert_eq!(canvases[0].1 * 9, canvases[0].2 * 16);
+    for bad in [(0, 1), (u32::MAX, 1), (1000, 999), (1, 9)] {
+        let options = Options {
+            expansion: Some(ExpansionOptions {
+                aspect_ratios: vec![bad],
+                ..ExpansionOptions::default()
+            }),
+            ..Options::default()
+        };
+        let err = run(
+            &jpeg(&photo, None),
+            &options,
+            &Limits::default(),
+            &mut NoProgress,
+        )
+        .unwrap_err();
+        assert_eq!(err.category(), "InvalidOptions", "{bad:?}: {err}");
+    }
     let wide = decode_out(
         &out.outputs
             .iter()
