@@ -63,15 +63,47 @@ mod tests {
     #[test]
     fn keeps_transition_time_when_status_is_unchanged() {
         let mut c = Vec::new();
-        set(&mut c, RUNNING, true, "Started", "pod started", Some(1), &at(10));
-        set(&mut c, RUNNING, true, "Started", "still running", Some(1), &at(20));
+        set(
+            &mut c,
+            RUNNING,
+            true,
+            "Started",
+            "pod started",
+            Some(1),
+            &at(10),
+        );
+        set(
+            &mut c,
+            RUNNING,
+            true,
+            "Started",
+            "still running",
+            Some(1),
+            &at(20),
+        );
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].last_transition_time, at(10));
         assert_eq!(c[0].message, "still running");
-        set(&mut c, RUNNING, false, "Succeeded", "done", Some(1), &at(30));
+        set(
+            &mut c,
+            RUNNING,
+            false,
+            "Succeeded",
+            "done",
+            Some(1),
+            &at(30),
+        );
         assert_eq!(c[0].last_transition_time, at(30));
         assert!(!is_true(&c, RUNNING));
-        set(&mut c, COMPLETE, true, "Succeeded", "done", Some(1), &at(30));
+        set(
+            &mut c,
+            COMPLETE,
+            true,
+            "Succeeded",
+            "done",
+            Some(1),
+            &at(30),
+        );
         assert!(is_true(&c, COMPLETE));
         assert_eq!(c.len(), 2);
     }

@@ -23,7 +23,9 @@ mod tests {
     fn committed_crds_are_fresh() {
         let generated = crd_yaml().unwrap();
         for dir in ["../crds", "../charts/clothjob-operator/crds"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(CRD_FILE);
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(dir)
+                .join(CRD_FILE);
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 committed == generated,
@@ -44,13 +46,22 @@ mod tests {
         assert_eq!(crd.spec.scope, "Namespaced");
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        assert!(
+            version
+                .subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
         let columns: Vec<_> = version
             .additional_printer_columns
             .iter()
             .flatten()
             .map(|c| c.name.as_str())
             .collect();
-        assert_eq!(columns, ["Phase", "Progress", "Stage", "Attempts", "Age", "Message"]);
+        assert_eq!(
+            columns,
+            ["Phase", "Progress", "Stage", "Attempts", "Age", "Message"]
+        );
     }
 }

@@ -60,10 +60,18 @@ impl Stage {
 /// Progress in percent while `stage` is `fraction` (0.0-1.0, clamped) done.
 pub fn progress_within(stage: Stage, fraction: f64) -> u8 {
     let (start, end) = stage.span();
-    let f = if fraction.is_finite() { fraction.clamp(0.0, 1.0) } else { 0.0 };
+    let f = if fraction.is_finite() {
+        fraction.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let value = f64::from(start) + f * f64::from(end - start);
     // Never report the end of a span before the stage has finished.
-    let capped = if f < 1.0 { value.floor().min(f64::from(end) - 1.0) } else { value };
+    let capped = if f < 1.0 {
+        value.floor().min(f64::from(end) - 1.0)
+    } else {
+        value
+    };
     capped.max(f64::from(start)) as u8
 }
 
@@ -112,7 +120,11 @@ mod tests {
         for s in Stage::ALL {
             for i in 0..=20 {
                 let p = progress_within(s, f64::from(i) / 20.0);
-                assert!(p >= last, "{} at {i}/20 went back from {last} to {p}", s.name());
+                assert!(
+                    p >= last,
+                    "{} at {i}/20 went back from {last} to {p}",
+                    s.name()
+                );
                 last = p;
             }
         }

@@ -198,12 +198,19 @@ pub struct BackgroundRemovalStage {
 
 impl Default for BackgroundRemovalStage {
     fn default() -> Self {
-        Self { enabled: true, backend: BackgroundRemovalBackend::default(), onnx: None, remote: None }
+        Self {
+            enabled: true,
+            backend: BackgroundRemovalBackend::default(),
+            onnx: None,
+            remote: None,
+        }
     }
 }
 
 /// Backends of the background removal stage.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum BackgroundRemovalBackend {
     // Classical removal for plain or studio backgrounds; no model, no network.
@@ -275,12 +282,18 @@ pub struct SegmentationStage {
 
 impl Default for SegmentationStage {
     fn default() -> Self {
-        Self { enabled: true, backend: SegmentationBackend::default(), onnx: None }
+        Self {
+            enabled: true,
+            backend: SegmentationBackend::default(),
+            onnx: None,
+        }
     }
 }
 
 /// Backends of the segmentation stage.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum SegmentationBackend {
     // Regions from the mask's components and colour clusters in Lab.
@@ -314,12 +327,19 @@ pub struct ExpansionStage {
 
 impl Default for ExpansionStage {
     fn default() -> Self {
-        Self { enabled: true, backend: ExpansionBackend::default(), background: None, gemini: None }
+        Self {
+            enabled: true,
+            backend: ExpansionBackend::default(),
+            background: None,
+            gemini: None,
+        }
     }
 }
 
 /// Backends of the expansion stage.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum ExpansionBackend {
     // Local compositing, no network.
@@ -367,12 +387,17 @@ pub struct EncodingStage {
 
 impl Default for EncodingStage {
     fn default() -> Self {
-        Self { enabled: true, backend: EncodingBackend::default() }
+        Self {
+            enabled: true,
+            backend: EncodingBackend::default(),
+        }
     }
 }
 
 /// Backends of the encoding stage.
-#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
 #[serde(rename_all = "camelCase")]
 pub enum EncodingBackend {
     // The original worker's decisions, in parallel.

@@ -39,8 +39,14 @@ fn build_binaries() -> Result<Binaries> {
     let release = dir.file_name().is_some_and(|n| n == "release");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = std::process::Command::new(cargo);
-    cmd.current_dir(bins::workspace_root())
-        .args(["build", "--bins", "-p", "clothjob-operator", "-p", "clothjob-runner"]);
+    cmd.current_dir(bins::workspace_root()).args([
+        "build",
+        "--bins",
+        "-p",
+        "clothjob-operator",
+        "-p",
+        "clothjob-runner",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -48,7 +54,10 @@ fn build_binaries() -> Result<Binaries> {
     if !status.success() {
         bail!("cargo build of the operator and runner failed");
     }
-    Ok(Binaries { operator: dir.join("clothjob-operator"), runner: dir.join("clothjob-runner") })
+    Ok(Binaries {
+        operator: dir.join("clothjob-operator"),
+        runner: dir.join("clothjob-runner"),
+    })
 }
 
 async fn setup(cp: &ControlPlane) -> Result<Binaries> {
@@ -58,14 +67,23 @@ async fn setup(cp: &ControlPlane) -> Result<Binaries> {
     let out = tokio::process::Command::new(helm)
         .args(["template", "clothjob"])
         .arg(root.join("charts/clothjob-operator"))
-        .args(["--namespace", SYSTEM_NAMESPACE, "--show-only", "templates/rbac.yaml", "--show-only", "templates/serviceaccount.yaml"])
+        .args([
+            "--namespace",
+            SYSTEM_NAMESPACE,
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+        ])
         .output()
         .await?;
     if !out.status.success() {
         bail!("helm template: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let ns = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {SYSTEM_NAMESPACE}}}\n---\n");
-    cp.apply_yaml(&format!("{ns}{}", String::from_utf8_lossy(&out.stdout))).await?;
+    let ns =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {SYSTEM_NAMESPACE}}}\n---\n");
+    cp.apply_yaml(&format!("{ns}{}", String::from_utf8_lossy(&out.stdout)))
+        .await?;
     tokio::task::spawn_blocking(build_binaries).await?
 }
 
@@ -103,13 +121,30 @@ impl Case {
         let ns = cp.create_namespace(prefix).await?;
         let node = FakeNode::start(
             cp,
-            NodeConfig::new().namespace(&ns).image(contract::DEFAULT_RUNNER_IMAGE, &b.runner),
+            NodeConfig::new()
+                .namespace(&ns)
+                .image(contract::DEFAULT_RUNNER_IMAGE, &b.runner),
         )
         .await?;
         let dir = tempfile::tempdir()?;
-        let kubeconfig = cp.write_kubeconfig_for_service_account(SYSTEM_NAMESPACE, "clothjob-operator").await?;
-        let operator = OperatorProcess::start(&b.operator, &kubeconfig, &ns, &dir.path().join("operator.log")).await?;
-        Ok(Self { cp, client: cp.client().await?, ns, node, operator, dir })
+        let kubeconfig = cp
+            .write_kubeconfig_for_service_account(SYSTEM_NAMESPACE, "clothjob-operator")
+            .await?;
+        let operator = OperatorProcess::start(
+            &b.operator,
+            &kubeconfig,
+            &ns,
+            &dir.path().join("operator.log"),
+        )
+        .await?;
+        Ok(Self {
+            cp,
+            client: cp.client().await?,
+            ns,
+            node,
+            operator,
+            dir,
+        })
     }
 
     /// ClothJobs of the namespace.
@@ -130,25 +165,46 @@ impl Case {
 
     /// Everything useful to read when a test fails.
     pub fn diagnostics(&self) -> String {
-        format!("--- operator log ---\n{}\n--- node dir {} ---", self.operator.logs(), self.node.dir().display())
+        format!(
+            "--- operator log ---\n{}\n--- node dir {} ---",
+            self.operator.logs(),
+            self.node.dir().display()
+        )
     }
 }
 
 /// Waits until condition `type_` of the ClothJob is True; fails early if the opposite
 /// terminal condition turns True.
-pub async fn wait_condition(api: &Api<ClothJob>, name: &str, type_: &str, timeout: Duration) -> Result<ClothJob> {
-    wait_for(&format!("ClothJob {name} condition {type_}"), timeout, Duration::from_millis(200), || async {
-        let cj = api.get(name).await?;
-        let conds = cj.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-        if conditions::is_true(&conds, type_) {
-            return Ok(Some(cj));
-        }
-        for other in [conditions::COMPLETE, conditions::FAILED] {
-            if other != type_ && conditions::is_true(&conds, other) {
-                bail!("ClothJob {name} became {other} instead: {:?}", cj.status.as_ref().and_then(|s| s.message.clone()));
+pub async fn wait_condition(
+    api: &Api<ClothJob>,
+    name: &str,
+    type_: &str,
+    timeout: Duration,
+) -> Result<ClothJob> {
+    wait_for(
+        &format!("ClothJob {name} condition {type_}"),
+        timeout,
+        Duration::from_millis(200),
+        || async {
+            let cj = api.get(name).await?;
+            let conds = cj
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            if conditions::is_true(&conds, type_) {
+                return Ok(Some(cj));
             }
-        }
-        Ok(None)
-    })
+            for other in [conditions::COMPLETE, conditions::FAILED] {
+                if other != type_ && conditions::is_true(&conds, other) {
+                    bail!(
+                        "ClothJob {name} became {other} instead: {:?}",
+                        cj.status.as_ref().and_then(|s| s.message.clone())
+                    );
+                }
+            }
+            Ok(None)
+        },
+    )
     .await
 }

@@ -20,12 +20,19 @@ pub struct OperatorProcess {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl OperatorProcess {
     /// Starts the operator and waits until /readyz answers 200.
-    pub async fn start(binary: &Path, kubeconfig: &Path, namespace: &str, log: &Path) -> Result<Self> {
+    pub async fn start(
+        binary: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        log: &Path,
+    ) -> Result<Self> {
         let mut op = Self {
             child: None,
             http: String::new(),
@@ -40,7 +47,10 @@ impl OperatorProcess {
 
     async fn spawn(&mut self) -> Result<()> {
         self.http = format!("127.0.0.1:{}", free_port()?);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&self.binary)
             .arg("--namespace")
             .arg(&self.namespace)
@@ -48,7 +58,10 @@ impl OperatorProcess {
             .arg(&self.http)
             .env_clear()
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("CLOTHJOB_RUNNER_SERVICE_ACCOUNT", "clothjob-runner")
             .env("CLOTHJOB_RUNNER_CLUSTER_ROLE", "clothjob-runner")
             .stdout(Stdio::from(log.try_clone()?))
@@ -58,9 +71,18 @@ impl OperatorProcess {
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
         let url = format!("http://{}/readyz", self.http);
-        clothjob_testenv::wait_for("operator /readyz", Duration::from_secs(60), Duration::from_millis(100), || async {
-            Ok(reqwest::get(&url).await.ok().filter(|r| r.status().is_success()).map(|_| ()))
-        })
+        clothjob_testenv::wait_for(
+            "operator /readyz",
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || async {
+                Ok(reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()))
+            },
+        )
         .await
         .with_context(|| format!("operator log:\n{}", self.logs()))
     }
@@ -83,13 +105,20 @@ impl OperatorProcess {
     pub async fn terminate(&mut self) -> Result<std::process::ExitStatus> {
         let mut c = self.child.take().context("operator not running")?;
         let pid = c.id().context("no pid")?;
-        Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
         Ok(tokio::time::timeout(Duration::from_secs(20), c.wait()).await??)
     }
 
     /// The /metrics text.
     pub async fn metrics(&self) -> Result<String> {
-        Ok(reqwest::get(format!("http://{}/metrics", self.http)).await?.text().await?)
+        Ok(reqwest::get(format!("http://{}/metrics", self.http))
+            .await?
+            .text()
+            .await?)
     }
 
     /// The log so far.

@@ -30,10 +30,21 @@ pub struct SourceServer {
 impl SourceServer {
     /// Serves `photo` at `/photo.jpg`, `/flaky.jpg` (503 for the first `flaky_failures`
     /// requests), `/down.jpg` (503), `/text.jpg` (not an image) and `/slow.jpg` (after `slow`).
-    pub async fn start(photo: Vec<u8>, flaky_failures: usize, slow: Duration) -> anyhow::Result<Self> {
+    pub async fn start(
+        photo: Vec<u8>,
+        flaky_failures: usize,
+        slow: Duration,
+    ) -> anyhow::Result<Self> {
         let hits = Arc::new(AtomicUsize::new(0));
-        let shared = Shared { photo: Arc::new(photo), hits: hits.clone(), flaky_failures, slow };
-        let app = Router::new().route("/{file}", get(serve)).with_state(shared);
+        let shared = Shared {
+            photo: Arc::new(photo),
+            hits: hits.clone(),
+            flaky_failures,
+            slow,
+        };
+        let app = Router::new()
+            .route("/{file}", get(serve))
+            .with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(async move {
@@ -61,13 +72,27 @@ impl Drop for SourceServer {
 
 async fn serve(State(s): State<Shared>, Path(file): Path<String>) -> Response {
     let n = s.hits.fetch_add(1, Ordering::SeqCst);
-    let photo = || (StatusCode::OK, [("content-type", "image/jpeg")], s.photo.as_ref().clone()).into_response();
+    let photo = || {
+        (
+            StatusCode::OK,
+            [("content-type", "image/jpeg")],
+            s.photo.as_ref().clone(),
+        )
+            .into_response()
+    };
     match file.as_str() {
         "photo.jpg" => photo(),
-        "flaky.jpg" if n < s.flaky_failures => (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response(),
+        "flaky.jpg" if n < s.flaky_failures => {
+            (StatusCode::SERVICE_UNAVAILABLE, "try later").into_response()
+        }
         "flaky.jpg" => photo(),
         "down.jpg" => (StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
-        "text.jpg" => (StatusCode::OK, [("content-type", "image/jpeg")], "this is not an image").into_response(),
+        "text.jpg" => (
+            StatusCode::OK,
+            [("content-type", "image/jpeg")],
+            "this is not an image",
+        )
+            .into_response(),
         "slow.jpg" => {
             tokio::time::sleep(s.slow).await;
             photo()

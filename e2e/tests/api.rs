@@ -12,11 +12,21 @@ use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 fn apply(case: &Case, name: &str, spec: &str) -> Result<(bool, String)> {
-    let yaml = format!("apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: {name}}}\nspec:\n{spec}");
+    let yaml = format!(
+        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+    );
     let path = case.dir.path().join(format!("{name}.yaml"));
     std::fs::write(&path, yaml)?;
-    let out = case.cp.kubectl().args(["apply", "-n", &case.ns, "-f"]).arg(&path).output()?;
-    Ok((out.status.success(), String::from_utf8_lossy(&out.stderr).to_string()))
+    let out = case
+        .cp
+        .kubectl()
+        .args(["apply", "-n", &case.ns, "-f"])
+        .arg(&path)
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,29 +68,59 @@ async fn invalid_manifests_are_rejected_at_apply_with_a_clear_message() -> Resul
     for (name, spec, want) in &cases {
         let (ok, stderr) = apply(&case, name, spec)?;
         assert!(!ok, "{name} was accepted");
-        assert!(stderr.contains(want), "{name}: expected {want:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(want),
+            "{name}: expected {want:?} in:\n{stderr}"
+        );
     }
     // None of them exists; a valid one is accepted.
     let api: Api<ClothJob> = case.clothjobs();
     assert!(api.list(&ListParams::default()).await?.items.is_empty());
-    let (ok, stderr) = apply(&case, "valid", &format!("  source: {{url: 'https://x.test/a.jpg'}}\n{out}"))?;
+    let (ok, stderr) = apply(
+        &case,
+        "valid",
+        &format!("  source: {{url: 'https://x.test/a.jpg'}}\n{out}"),
+    )?;
     assert!(ok, "{stderr}");
     // The source is immutable once created.
-    let (ok, stderr) = apply(&case, "valid", &format!("  source: {{url: 'https://x.test/b.jpg'}}\n{out}"))?;
-    assert!(!ok && stderr.contains("spec.source is immutable"), "{stderr}");
+    let (ok, stderr) = apply(
+        &case,
+        "valid",
+        &format!("  source: {{url: 'https://x.test/b.jpg'}}\n{out}"),
+    )?;
+    assert!(
+        !ok && stderr.contains("spec.source is immutable"),
+        "{stderr}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_explain_documents_the_spec() -> Result<()> {
     let case = Case::new("explain").await?;
-    let out = case.cp.kubectl().args(["explain", "clothjob.spec"]).output()?;
+    let out = case
+        .cp
+        .kubectl()
+        .args(["explain", "clothjob.spec"])
+        .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    for field in ["source", "output", "pipeline", "retries", "activeDeadlineSeconds", "ttlSecondsAfterFinished", "runner"] {
+    for field in [
+        "source",
+        "output",
+        "pipeline",
+        "retries",
+        "activeDeadlineSeconds",
+        "ttlSecondsAfterFinished",
+        "runner",
+    ] {
         assert!(text.contains(field), "explain lacks {field}:\n{text}");
     }
     assert!(text.contains("exactly one of"), "{text}");
-    let out = case.cp.kubectl().args(["explain", "clothjob.spec.output.jpegQuality"]).output()?;
+    let out = case
+        .cp
+        .kubectl()
+        .args(["explain", "clothjob.spec.output.jpegQuality"])
+        .output()?;
     assert!(String::from_utf8_lossy(&out.stdout).contains("JPEG quality (1-100)"));
     Ok(())
 }
@@ -97,32 +137,57 @@ async fn the_runner_may_patch_clothjob_status_and_nothing_more() -> Result<()> {
     case.create(&cj).await?;
     // The operator keeps the runner's service account in the namespace.
     let sas: Api<ServiceAccount> = Api::namespaced(case.client.clone(), &case.ns);
-    clothjob_testenv::wait_for("runner service account", Duration::from_secs(60), Duration::from_millis(200), || async {
-        Ok(sas.get_opt("clothjob-runner").await?.map(|_| ()))
-    })
+    clothjob_testenv::wait_for(
+        "runner service account",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async { Ok(sas.get_opt("clothjob-runner").await?.map(|_| ())) },
+    )
     .await?;
-    let runner = case.cp.client_for_service_account(&case.ns, "clothjob-runner").await?;
+    let runner = case
+        .cp
+        .client_for_service_account(&case.ns, "clothjob-runner")
+        .await?;
     let api: Api<ClothJob> = Api::namespaced(runner.clone(), &case.ns);
-    api.get("perms").await.context("runner reads its ClothJob")?;
+    api.get("perms")
+        .await
+        .context("runner reads its ClothJob")?;
     let body = serde_json::json!({
         "apiVersion": "closetconnect.io/v1alpha1", "kind": "ClothJob",
         "status": {"stage": "rbac-check"},
     });
-    api.patch_status("perms", &PatchParams::apply("rbac-test").force(), &Patch::Apply(&body))
-        .await
-        .context("runner patches status")?;
+    api.patch_status(
+        "perms",
+        &PatchParams::apply("rbac-test").force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .context("runner patches status")?;
     let denied = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
     let secrets: Api<Secret> = Api::namespaced(runner.clone(), &case.ns);
-    assert!(denied(secrets.list(&ListParams::default()).await.map(|_| ())), "runner can list secrets");
-    assert!(denied(secrets.get("anything").await.map(|_| ())), "runner can read a secret");
+    assert!(
+        denied(secrets.list(&ListParams::default()).await.map(|_| ())),
+        "runner can list secrets"
+    );
+    assert!(
+        denied(secrets.get("anything").await.map(|_| ())),
+        "runner can read a secret"
+    );
     let pods: Api<Pod> = Api::namespaced(runner.clone(), &case.ns);
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "sneaky"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]},
     }))?;
-    assert!(denied(pods.create(&PostParams::default(), &pod).await.map(|_| ())), "runner can create pods");
+    assert!(
+        denied(pods.create(&PostParams::default(), &pod).await.map(|_| ())),
+        "runner can create pods"
+    );
     // Nor may it change the spec.
     let spec_patch = serde_json::json!({"spec": {"retries": 5}});
-    assert!(denied(api.patch("perms", &PatchParams::default(), &Patch::Merge(&spec_patch)).await.map(|_| ())));
+    assert!(denied(
+        api.patch("perms", &PatchParams::default(), &Patch::Merge(&spec_patch))
+            .await
+            .map(|_| ())
+    ));
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! End-to-end: ClothJobs on a real control plane, from `kubectl apply` to outputs on disk.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -33,13 +35,13 @@ fn record_progress(api: Api<ClothJob>, name: &str) -> Arc<Mutex<Vec<(i32, String
     tokio::spawn(async move {
         let mut stream = watcher(api, cfg).applied_objects().boxed();
         while let Some(Ok(cj)) = stream.next().await {
-            if let Some(s) = cj.status {
-                if let Some(p) = s.progress {
-                    let mut v = out.lock().unwrap();
-                    let stage = s.stage.unwrap_or_default();
-                    if v.last() != Some(&(p, stage.clone())) {
-                        v.push((p, stage));
-                    }
+            if let Some(s) = cj.status
+                && let Some(p) = s.progress
+            {
+                let mut v = out.lock().unwrap();
+                let stage = s.stage.unwrap_or_default();
+                if v.last() != Some(&(p, stage.clone())) {
+                    v.push((p, stage));
                 }
             }
         }
@@ -71,19 +73,43 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     let seen = record_progress(api.clone(), "tshirt");
     // kubectl apply returns at once.
     let path = case.dir.path().join("cj.yaml");
-    std::fs::write(&path, manifest("tshirt", &src.url("photo.jpg"), &case.output_uri(), ""))?;
+    std::fs::write(
+        &path,
+        manifest("tshirt", &src.url("photo.jpg"), &case.output_uri(), ""),
+    )?;
     let started = std::time::Instant::now();
-    let out = case.cp.kubectl().args(["apply", "-n", &case.ns, "-f"]).arg(&path).output()?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = case
+        .cp
+        .kubectl()
+        .args(["apply", "-n", &case.ns, "-f"])
+        .arg(&path)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // kubectl wait --for=condition=Complete returns once it is done.
     let wait = case
         .cp
         .kubectl()
-        .args(["wait", "-n", &case.ns, "--for=condition=Complete", "clothjob/tshirt", "--timeout=120s"])
+        .args([
+            "wait",
+            "-n",
+            &case.ns,
+            "--for=condition=Complete",
+            "clothjob/tshirt",
+            "--timeout=120s",
+        ])
         .output()?;
-    assert!(wait.status.success(), "kubectl wait: {}\n{}", String::from_utf8_lossy(&wait.stderr), case.diagnostics());
+    assert!(
+        wait.status.success(),
+        "kubectl wait: {}\n{}",
+        String::from_utf8_lossy(&wait.stderr),
+        case.diagnostics()
+    );
     let cj = wait_condition(&api, "tshirt", conditions::COMPLETE, MINUTE).await?;
     let status = cj.status.clone().context("status")?;
     assert_eq!(status.phase.map(|p| p.as_str()), Some("Succeeded"));
@@ -96,24 +122,47 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = seen.lock().unwrap().clone();
     let values: Vec<i32> = seen.iter().map(|(p, _)| *p).collect();
-    assert!(values.windows(2).all(|w| w[0] <= w[1]), "progress went back: {seen:?}");
+    assert!(
+        values.windows(2).all(|w| w[0] <= w[1]),
+        "progress went back: {seen:?}"
+    );
     for boundary in [30, 45, 95, 98, 100] {
-        assert!(values.contains(&boundary), "progress never showed {boundary}: {seen:?}");
+        assert!(
+            values.contains(&boundary),
+            "progress never showed {boundary}: {seen:?}"
+        );
     }
 
     // Every stage ran, with timings.
     let stages = status.stages.clone().unwrap_or_default();
     let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["backgroundRemoval", "segmentation", "expansion", "encoding", "storing"]);
+    assert_eq!(
+        names,
+        [
+            "backgroundRemoval",
+            "segmentation",
+            "expansion",
+            "encoding",
+            "storing"
+        ]
+    );
     for s in &stages {
         assert_eq!(s.state, StageState::Succeeded, "{s:?}");
-        assert!(s.duration_ms.is_some() && s.started_at.is_some() && s.finished_at.is_some(), "{s:?}");
+        assert!(
+            s.duration_ms.is_some() && s.started_at.is_some() && s.finished_at.is_some(),
+            "{s:?}"
+        );
     }
 
     // The outputs exist where the status says, with the size and hash it says.
     let outputs = status.outputs.clone().unwrap_or_default();
     let roles: BTreeSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-    assert_eq!(roles, BTreeSet::from(["original", "cutout", "mask", "segments", "garment", "catalog", "square"]));
+    assert_eq!(
+        roles,
+        BTreeSet::from([
+            "original", "cutout", "mask", "segments", "garment", "catalog", "square"
+        ])
+    );
     for o in &outputs {
         let file = o.uri.strip_prefix("file://").context("file uri")?;
         assert!(file.contains(&format!("/{}/tshirt/", case.ns)), "{}", o.uri);
@@ -121,9 +170,20 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
         assert_eq!(bytes.len() as i64, o.bytes, "{}", o.name);
         assert_eq!(hex::encode(Sha256::digest(&bytes)), o.sha256, "{}", o.name);
         let img = image::load_from_memory(&bytes)?;
-        assert_eq!((img.width() as i32, img.height() as i32), (o.width, o.height), "{}", o.name);
+        assert_eq!(
+            (img.width() as i32, img.height() as i32),
+            (o.width, o.height),
+            "{}",
+            o.name
+        );
         let png = bytes.starts_with(b"\x89PNG");
-        assert_eq!(png, o.media_type == "image/png", "{}: {}", o.name, o.media_type);
+        assert_eq!(
+            png,
+            o.media_type == "image/png",
+            "{}: {}",
+            o.name,
+            o.media_type
+        );
     }
     // No image bytes in the object: it stays small.
     assert!(serde_json::to_vec(&cj)?.len() < 16 * 1024);
@@ -131,20 +191,39 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     // Events: Started, StageCompleted, Succeeded.
     let reasons = event_reasons(&case, "tshirt").await?;
     for r in ["Started", "StageCompleted", "Succeeded"] {
-        assert!(reasons.iter().any(|x| x == r), "no {r} event in {reasons:?}");
+        assert!(
+            reasons.iter().any(|x| x == r),
+            "no {r} event in {reasons:?}"
+        );
     }
 
     // kubectl get shows the printer columns; explain documents the spec.
-    let get = case.cp.kubectl().args(["get", "cloth", "-n", &case.ns]).output()?;
+    let get = case
+        .cp
+        .kubectl()
+        .args(["get", "cloth", "-n", &case.ns])
+        .output()?;
     let text = String::from_utf8_lossy(&get.stdout);
-    for col in ["PHASE", "PROGRESS", "STAGE", "ATTEMPTS", "AGE", "Succeeded", "100"] {
+    for col in [
+        "PHASE",
+        "PROGRESS",
+        "STAGE",
+        "ATTEMPTS",
+        "AGE",
+        "Succeeded",
+        "100",
+    ] {
         assert!(text.contains(col), "kubectl get lacks {col}:\n{text}");
     }
 
     // The operator exported the stage timings.
     let metrics = case.operator.metrics().await?;
     assert!(metrics.contains("clothjob_stage_duration_seconds_count{backend=\"builtin\",stage=\"backgroundRemoval\"} 1"), "{metrics}");
-    assert!(metrics.contains("clothjob_jobs_finished_total{reason=\"Succeeded\",result=\"succeeded\"} 1"), "{metrics}");
+    assert!(
+        metrics
+            .contains("clothjob_jobs_finished_total{reason=\"Succeeded\",result=\"succeeded\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(job_count(&case).await?, 1);
     Ok(())
 }
@@ -153,7 +232,13 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
 async fn a_transient_failure_is_retried_and_then_succeeds() -> Result<()> {
     let case = Case::new("retry").await?;
     let src = SourceServer::start(tshirt_jpeg(300, 400)?, 1, Duration::ZERO).await?;
-    case.create(&manifest("flaky", &src.url("flaky.jpg"), &case.output_uri(), "  retries: 2\n")).await?;
+    case.create(&manifest(
+        "flaky",
+        &src.url("flaky.jpg"),
+        &case.output_uri(),
+        "  retries: 2\n",
+    ))
+    .await?;
     let cj = wait_condition(&case.clothjobs(), "flaky", conditions::COMPLETE, 3 * MINUTE)
         .await
         .with_context(|| case.diagnostics())?;
@@ -171,7 +256,13 @@ async fn a_transient_failure_is_retried_and_then_succeeds() -> Result<()> {
 async fn a_job_that_always_fails_transiently_fails_after_its_retries() -> Result<()> {
     let case = Case::new("exhaust").await?;
     let src = SourceServer::start(Vec::new(), 0, Duration::ZERO).await?;
-    case.create(&manifest("down", &src.url("down.jpg"), &case.output_uri(), "  retries: 1\n")).await?;
+    case.create(&manifest(
+        "down",
+        &src.url("down.jpg"),
+        &case.output_uri(),
+        "  retries: 1\n",
+    ))
+    .await?;
     let cj = wait_condition(&case.clothjobs(), "down", conditions::FAILED, 3 * MINUTE)
         .await
         .with_context(|| case.diagnostics())?;
@@ -180,7 +271,12 @@ async fn a_job_that_always_fails_transiently_fails_after_its_retries() -> Result
     assert_eq!(status.reason.as_deref(), Some("RetriesExhausted"));
     let message = status.message.unwrap_or_default();
     assert!(message.contains("503"), "{message}");
-    let failed = conditions::find(status.conditions.as_deref().unwrap_or_default(), conditions::FAILED).cloned().context("Failed")?;
+    let failed = conditions::find(
+        status.conditions.as_deref().unwrap_or_default(),
+        conditions::FAILED,
+    )
+    .cloned()
+    .context("Failed")?;
     assert_eq!(failed.reason, "RetriesExhausted");
     assert!(failed.message.contains("503"));
     assert_eq!(src.hits(), 2);
@@ -193,10 +289,21 @@ async fn a_job_that_always_fails_transiently_fails_after_its_retries() -> Result
 async fn a_bad_input_fails_at_once_without_retry() -> Result<()> {
     let case = Case::new("badinput").await?;
     let src = SourceServer::start(Vec::new(), 0, Duration::ZERO).await?;
-    case.create(&manifest("notimage", &src.url("text.jpg"), &case.output_uri(), "  retries: 3\n")).await?;
-    let cj = wait_condition(&case.clothjobs(), "notimage", conditions::FAILED, 2 * MINUTE)
-        .await
-        .with_context(|| case.diagnostics())?;
+    case.create(&manifest(
+        "notimage",
+        &src.url("text.jpg"),
+        &case.output_uri(),
+        "  retries: 3\n",
+    ))
+    .await?;
+    let cj = wait_condition(
+        &case.clothjobs(),
+        "notimage",
+        conditions::FAILED,
+        2 * MINUTE,
+    )
+    .await
+    .with_context(|| case.diagnostics())?;
     let status = cj.status.context("status")?;
     assert_eq!(status.attempts, Some(1), "retried a bad input");
     assert_eq!(status.reason.as_deref(), Some("BadInput"));
@@ -207,7 +314,13 @@ async fn a_bad_input_fails_at_once_without_retry() -> Result<()> {
     let failure = status.runner_failure.context("runnerFailure")?;
     assert_eq!(failure.reason, "BadInput");
     assert!(!failure.retryable);
-    assert!(status.stages.unwrap_or_default().iter().all(|s| s.state != StageState::Succeeded));
+    assert!(
+        status
+            .stages
+            .unwrap_or_default()
+            .iter()
+            .all(|s| s.state != StageState::Succeeded)
+    );
     Ok(())
 }
 
@@ -215,7 +328,13 @@ async fn a_bad_input_fails_at_once_without_retry() -> Result<()> {
 async fn an_operator_restart_mid_job_loses_nothing() -> Result<()> {
     let mut case = Case::new("restart").await?;
     let src = SourceServer::start(tshirt_jpeg(300, 400)?, 0, Duration::from_secs(6)).await?;
-    case.create(&manifest("slow", &src.url("slow.jpg"), &case.output_uri(), "")).await?;
+    case.create(&manifest(
+        "slow",
+        &src.url("slow.jpg"),
+        &case.output_uri(),
+        "",
+    ))
+    .await?;
     let jobs: Api<Job> = Api::namespaced(case.client.clone(), &case.ns);
     clothjob_testenv::wait_for("the Job", MINUTE, Duration::from_millis(100), || async {
         Ok((!jobs.list(&ListParams::default()).await?.items.is_empty()).then_some(()))
@@ -241,19 +360,38 @@ async fn an_operator_restart_mid_job_loses_nothing() -> Result<()> {
 async fn deleting_a_running_clothjob_removes_its_job_and_pods() -> Result<()> {
     let case = Case::new("delete").await?;
     let src = SourceServer::start(tshirt_jpeg(300, 400)?, 0, Duration::from_secs(300)).await?;
-    case.create(&manifest("doomed", &src.url("slow.jpg"), &case.output_uri(), "")).await?;
-    let pods: Api<Pod> = Api::namespaced(case.client.clone(), &case.ns);
-    clothjob_testenv::wait_for("a running runner", MINUTE, Duration::from_millis(100), || async {
-        Ok((case.node.process_count() == 1).then_some(()))
-    })
+    case.create(&manifest(
+        "doomed",
+        &src.url("slow.jpg"),
+        &case.output_uri(),
+        "",
+    ))
     .await?;
-    case.clothjobs().delete("doomed", &DeleteParams::foreground()).await?;
-    clothjob_testenv::wait_for("Job and pods gone", MINUTE, Duration::from_millis(200), || async {
-        let pods_left = pods.list(&ListParams::default()).await?.items.len();
-        let jobs_left = job_count(&case).await?;
-        let cj_left = case.clothjobs().get_opt("doomed").await?.is_some();
-        Ok((pods_left == 0 && jobs_left == 0 && !cj_left && case.node.process_count() == 0).then_some(()))
-    })
+    let pods: Api<Pod> = Api::namespaced(case.client.clone(), &case.ns);
+    clothjob_testenv::wait_for(
+        "a running runner",
+        MINUTE,
+        Duration::from_millis(100),
+        || async { Ok((case.node.process_count() == 1).then_some(())) },
+    )
+    .await?;
+    case.clothjobs()
+        .delete("doomed", &DeleteParams::foreground())
+        .await?;
+    clothjob_testenv::wait_for(
+        "Job and pods gone",
+        MINUTE,
+        Duration::from_millis(200),
+        || async {
+            let pods_left = pods.list(&ListParams::default()).await?.items.len();
+            let jobs_left = job_count(&case).await?;
+            let cj_left = case.clothjobs().get_opt("doomed").await?.is_some();
+            Ok(
+                (pods_left == 0 && jobs_left == 0 && !cj_left && case.node.process_count() == 0)
+                    .then_some(()),
+            )
+        },
+    )
     .await
     .with_context(|| case.diagnostics())?;
     Ok(())
@@ -264,17 +402,51 @@ async fn a_finished_clothjob_is_deleted_after_its_ttl() -> Result<()> {
     let case = Case::new("ttl").await?;
     let src = SourceServer::start(tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
     let extra = "  ttlSecondsAfterFinished: 2\n  pipeline: {backgroundRemoval: {enabled: false}, segmentation: {enabled: false}, expansion: {enabled: false}}\n";
-    case.create(&manifest("short", &src.url("photo.jpg"), &case.output_uri(), extra)).await?;
+    case.create(&manifest(
+        "short",
+        &src.url("photo.jpg"),
+        &case.output_uri(),
+        extra,
+    ))
+    .await?;
     let cj = wait_condition(&case.clothjobs(), "short", conditions::COMPLETE, MINUTE).await?;
     // Disabled stages were skipped, never reported done; only the original was written.
     let status = cj.status.context("status")?;
-    let outputs: Vec<String> = status.outputs.unwrap_or_default().into_iter().map(|o| o.name).collect();
+    let outputs: Vec<String> = status
+        .outputs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
     assert_eq!(outputs, ["original"]);
-    let states: Vec<StageState> = status.stages.unwrap_or_default().iter().map(|s| s.state).collect();
-    assert_eq!(states, [StageState::Skipped, StageState::Skipped, StageState::Skipped, StageState::Succeeded, StageState::Succeeded]);
-    clothjob_testenv::wait_for("ClothJob and Job deleted", MINUTE, Duration::from_millis(200), || async {
-        Ok((case.clothjobs().get_opt("short").await?.is_none() && job_count(&case).await? == 0).then_some(()))
-    })
+    let states: Vec<StageState> = status
+        .stages
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.state)
+        .collect();
+    assert_eq!(
+        states,
+        [
+            StageState::Skipped,
+            StageState::Skipped,
+            StageState::Skipped,
+            StageState::Succeeded,
+            StageState::Succeeded
+        ]
+    );
+    clothjob_testenv::wait_for(
+        "ClothJob and Job deleted",
+        MINUTE,
+        Duration::from_millis(200),
+        || async {
+            Ok(
+                (case.clothjobs().get_opt("short").await?.is_none()
+                    && job_count(&case).await? == 0)
+                    .then_some(()),
+            )
+        },
+    )
     .await?;
     Ok(())
 }

@@ -32,14 +32,22 @@ async fn s3_source_and_outputs() -> Result<()> {
         "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {name: from-s3}\nspec:\n  source: {uri: 's3://closet/uploads/tshirt.jpg'}\n  output: {uri: 's3://closet/catalog/', credentialsSecretName: s3-creds}\n",
     )
     .await?;
-    let cj = wait_condition(&case.clothjobs(), "from-s3", conditions::COMPLETE, Duration::from_secs(120))
-        .await
-        .with_context(|| case.diagnostics())?;
+    let cj = wait_condition(
+        &case.clothjobs(),
+        "from-s3",
+        conditions::COMPLETE,
+        Duration::from_secs(120),
+    )
+    .await
+    .with_context(|| case.diagnostics())?;
     let outputs = cj.status.and_then(|s| s.outputs).unwrap_or_default();
     assert_eq!(outputs.len(), 7);
     for o in outputs {
         let key = o.uri.strip_prefix("s3://closet/").context("s3 uri")?;
-        assert!(key.starts_with(&format!("catalog/{}/from-s3/", case.ns)), "{key}");
+        assert!(
+            key.starts_with(&format!("catalog/{}/from-s3/", case.ns)),
+            "{key}"
+        );
         let bytes = std::fs::read(bucket.join(key)).with_context(|| o.uri.clone())?;
         assert_eq!(hex::encode(Sha256::digest(&bytes)), o.sha256);
     }
@@ -61,11 +69,21 @@ async fn a_source_in_a_secret_is_mounted_for_the_runner() -> Result<()> {
         case.output_uri()
     );
     case.create(&cj).await?;
-    let cj = wait_condition(&case.clothjobs(), "from-secret", conditions::COMPLETE, Duration::from_secs(120))
-        .await
-        .with_context(|| case.diagnostics())?;
+    let cj = wait_condition(
+        &case.clothjobs(),
+        "from-secret",
+        conditions::COMPLETE,
+        Duration::from_secs(120),
+    )
+    .await
+    .with_context(|| case.diagnostics())?;
     let status = cj.status.context("status")?;
-    let original = status.outputs.unwrap_or_default().into_iter().find(|o| o.name == "original").context("original")?;
+    let original = status
+        .outputs
+        .unwrap_or_default()
+        .into_iter()
+        .find(|o| o.name == "original")
+        .context("original")?;
     assert_eq!((original.width, original.height), (300, 400));
     Ok(())
 }

@@ -4,7 +4,11 @@ use clap::Parser;
 
 /// Settings of the operator process.
 #[derive(Parser, Clone, Debug)]
-#[command(name = "clothjob-operator", version, about = "Reconciles ClothJobs into runner Jobs")]
+#[command(
+    name = "clothjob-operator",
+    version,
+    about = "Reconciles ClothJobs into runner Jobs"
+)]
 pub struct OperatorConfig {
     /// Runner image used when a ClothJob does not name one.
     #[arg(long, env = "CLOTHJOB_RUNNER_IMAGE", default_value = clothjob_api::contract::DEFAULT_RUNNER_IMAGE)]
@@ -16,7 +20,11 @@ pub struct OperatorConfig {
     pub runner_service_account: String,
 
     /// ClusterRole bound to the runner service account in each namespace.
-    #[arg(long, env = "CLOTHJOB_RUNNER_CLUSTER_ROLE", default_value = "clothjob-runner")]
+    #[arg(
+        long,
+        env = "CLOTHJOB_RUNNER_CLUSTER_ROLE",
+        default_value = "clothjob-runner"
+    )]
     pub runner_cluster_role: String,
 
     /// Only watch this namespace (all namespaces when empty).
@@ -37,7 +45,8 @@ impl OperatorConfig {
     pub fn defaults() -> Self {
         Self {
             runner_image: clothjob_api::contract::DEFAULT_RUNNER_IMAGE.to_string(),
-            runner_service_account: clothjob_api::contract::DEFAULT_RUNNER_SERVICE_ACCOUNT.to_string(),
+            runner_service_account: clothjob_api::contract::DEFAULT_RUNNER_SERVICE_ACCOUNT
+                .to_string(),
             runner_cluster_role: "clothjob-runner".to_string(),
             namespace: String::new(),
             http_addr: "127.0.0.1:0".to_string(),

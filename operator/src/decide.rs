@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use clothjob_api::conditions::{self, COMPLETE, FAILED, RUNNING};
 use clothjob_api::{ClothJob, ClothJobStatus, Phase, StageState, contract};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::observe::Observed;
 
@@ -73,8 +73,16 @@ pub fn operator_fields(s: &ClothJobStatus) -> ClothJobStatus {
     }
 }
 
-fn job_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
-    job.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_ && c.status == "True")
+fn job_condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
 }
 
 /// The last failure of a runner pod: (exit code, termination message).
@@ -82,9 +90,17 @@ fn last_pod_failure(pods: &[Pod]) -> Option<(i32, String)> {
     pods.iter()
         .filter_map(|p| {
             let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
-            let cs = statuses.iter().find(|c| c.name == contract::RUNNER_CONTAINER)?;
+            let cs = statuses
+                .iter()
+                .find(|c| c.name == contract::RUNNER_CONTAINER)?;
             let t = cs.state.as_ref()?.terminated.as_ref()?;
-            (t.exit_code != 0).then(|| (t.finished_at.clone(), t.exit_code, t.message.clone().unwrap_or_default()))
+            (t.exit_code != 0).then(|| {
+                (
+                    t.finished_at.clone(),
+                    t.exit_code,
+                    t.message.clone().unwrap_or_default(),
+                )
+            })
         })
         .max_by_key(|(finished, _, _)| finished.as_ref().map(|t| t.0))
         .map(|(_, code, msg)| (code, msg.trim().to_string()))
@@ -100,9 +116,17 @@ fn any_pod_running(pods: &[Pod]) -> bool {
 fn failure_text(cur: &ClothJobStatus, pods: &[Pod]) -> Option<String> {
     last_pod_failure(pods)
         .map(|(code, msg)| {
-            if msg.is_empty() { format!("runner exited with code {code}") } else { msg }
+            if msg.is_empty() {
+                format!("runner exited with code {code}")
+            } else {
+                msg
+            }
         })
-        .or_else(|| cur.runner_failure.as_ref().map(|f| format!("{}: {}", f.reason, f.message)))
+        .or_else(|| {
+            cur.runner_failure
+                .as_ref()
+                .map(|f| format!("{}: {}", f.reason, f.message))
+        })
 }
 
 /// Decides what to do for `cj` given what was `observed` at `now`. `announced` holds the
@@ -132,7 +156,12 @@ pub fn decide(
 
     // Stage completions reported by the runner become Events, once per attempt and stage.
     let attempt = cur.attempts.unwrap_or(0);
-    for s in cur.stages.iter().flatten().filter(|s| s.state == StageState::Succeeded) {
+    for s in cur
+        .stages
+        .iter()
+        .flatten()
+        .filter(|s| s.state == StageState::Succeeded)
+    {
         let key = format!("{uid}/{attempt}/{}", s.name);
         if !announced.contains(&key) {
             let ms = s.duration_ms.unwrap_or(0);
@@ -152,7 +181,10 @@ pub fn decide(
 
     if was_complete || was_failed {
         // Finished: nothing more to run; only the TTL is left to honour.
-        if let (Some(ttl), Some(done)) = (cj.spec.ttl_seconds_after_finished, cur.completion_time.as_ref()) {
+        if let (Some(ttl), Some(done)) = (
+            cj.spec.ttl_seconds_after_finished,
+            cur.completion_time.as_ref(),
+        ) {
             let left_ms = done.0.as_millisecond() + i64::from(ttl) * 1000 - now.as_millisecond();
             if left_ms <= 0 {
                 d.delete = true;
@@ -170,7 +202,15 @@ pub fn decide(
         d.create_job = true;
         new.phase = Some(Phase::Pending);
         new.message = Some(format!("creating Job {job_name}"));
-        conditions::set(&mut conds, RUNNING, false, "Pending", "waiting for a runner pod", generation, &now_t);
+        conditions::set(
+            &mut conds,
+            RUNNING,
+            false,
+            "Pending",
+            "waiting for a runner pod",
+            generation,
+            &now_t,
+        );
         new.conditions = Some(conds);
         if new != old {
             d.status = Some(new);
@@ -179,7 +219,11 @@ pub fn decide(
     };
 
     let js = job.status.clone().unwrap_or_default();
-    let (active, failed, succeeded) = (js.active.unwrap_or(0), js.failed.unwrap_or(0), js.succeeded.unwrap_or(0));
+    let (active, failed, succeeded) = (
+        js.active.unwrap_or(0),
+        js.failed.unwrap_or(0),
+        js.succeeded.unwrap_or(0),
+    );
     let attempts = old.attempts.unwrap_or(0).max(active + failed + succeeded);
     new.attempts = Some(attempts);
     if new.start_time.is_none() {
@@ -188,17 +232,49 @@ pub fn decide(
     let max_attempts = cj.spec.retries.max(0) + 1;
 
     if let Some(c) = job_condition(job, "Complete") {
-        let done = js.completion_time.clone().or_else(|| c.last_transition_time.clone()).unwrap_or(now_t.clone());
+        let done = js
+            .completion_time
+            .clone()
+            .or_else(|| c.last_transition_time.clone())
+            .unwrap_or(now_t.clone());
         let n = cur.outputs.as_ref().map_or(0, Vec::len);
         let msg = format!("{n} outputs written after {attempts} attempt(s)");
-        conditions::set(&mut conds, RUNNING, false, "Succeeded", &msg, generation, &now_t);
-        conditions::set(&mut conds, FAILED, false, "Succeeded", &msg, generation, &now_t);
-        conditions::set(&mut conds, COMPLETE, true, "Succeeded", &msg, generation, &now_t);
+        conditions::set(
+            &mut conds,
+            RUNNING,
+            false,
+            "Succeeded",
+            &msg,
+            generation,
+            &now_t,
+        );
+        conditions::set(
+            &mut conds,
+            FAILED,
+            false,
+            "Succeeded",
+            &msg,
+            generation,
+            &now_t,
+        );
+        conditions::set(
+            &mut conds,
+            COMPLETE,
+            true,
+            "Succeeded",
+            &msg,
+            generation,
+            &now_t,
+        );
         new.phase = Some(Phase::Succeeded);
         new.reason = Some("Succeeded".into());
         new.message = Some(msg.clone());
         new.completion_time = Some(done.clone());
-        d.events.push(EventSpec { warning: false, reason: "Succeeded".into(), note: msg });
+        d.events.push(EventSpec {
+            warning: false,
+            reason: "Succeeded".into(),
+            note: msg,
+        });
         d.timings = cur
             .stages
             .iter()
@@ -212,7 +288,9 @@ pub fn decide(
             .collect();
         d.finished = Some((Phase::Succeeded, "Succeeded".into(), elapsed(cj, &done)));
         if let Some(ttl) = cj.spec.ttl_seconds_after_finished {
-            d.requeue_after = Some(Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + Duration::from_millis(200));
+            d.requeue_after = Some(
+                Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + Duration::from_millis(200),
+            );
         }
     } else if let Some(c) = job_condition(job, "Failed") {
         let done = c.last_transition_time.clone().unwrap_or(now_t.clone());
@@ -232,34 +310,75 @@ pub fn decide(
             ),
             ("BadInput", Some(detail)) => format!("bad input: {detail}"),
             (_, Some(detail)) => format!("failed after {attempts} attempt(s): {detail}"),
-            (_, None) => c.message.clone().unwrap_or_else(|| "the runner Job failed".into()),
+            (_, None) => c
+                .message
+                .clone()
+                .unwrap_or_else(|| "the runner Job failed".into()),
         };
-        conditions::set(&mut conds, RUNNING, false, &reason, &msg, generation, &now_t);
-        conditions::set(&mut conds, COMPLETE, false, &reason, &msg, generation, &now_t);
+        conditions::set(
+            &mut conds, RUNNING, false, &reason, &msg, generation, &now_t,
+        );
+        conditions::set(
+            &mut conds, COMPLETE, false, &reason, &msg, generation, &now_t,
+        );
         conditions::set(&mut conds, FAILED, true, &reason, &msg, generation, &now_t);
         new.phase = Some(Phase::Failed);
         new.reason = Some(reason.clone());
         new.message = Some(msg.clone());
         new.completion_time = Some(done.clone());
-        d.events.push(EventSpec { warning: true, reason: "Failed".into(), note: format!("{reason}: {msg}") });
+        d.events.push(EventSpec {
+            warning: true,
+            reason: "Failed".into(),
+            note: format!("{reason}: {msg}"),
+        });
         d.finished = Some((Phase::Failed, reason, elapsed(cj, &done)));
         if let Some(ttl) = cj.spec.ttl_seconds_after_finished {
-            d.requeue_after = Some(Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + Duration::from_millis(200));
+            d.requeue_after = Some(
+                Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + Duration::from_millis(200),
+            );
         }
     } else {
-        let previous_failure = if failed > 0 { failure_text(&cur, &observed.pods) } else { None };
+        let previous_failure = if failed > 0 {
+            failure_text(&cur, &observed.pods)
+        } else {
+            None
+        };
         let running = any_pod_running(&observed.pods) || js.ready.unwrap_or(0) > 0;
         let (phase, reason, msg) = match (running, failed, &previous_failure) {
-            (true, 0, _) => (Phase::Running, "Started", format!("attempt {attempts} of {max_attempts} running")),
-            (true, _, _) => (Phase::Running, "Retrying", format!("attempt {attempts} of {max_attempts} running")),
-            (false, 0, _) => (Phase::Pending, "Pending", "waiting for the runner pod to start".to_string()),
-            (false, _, _) => (Phase::Running, "Retrying", format!("waiting to retry ({failed} of {max_attempts} attempts failed)")),
+            (true, 0, _) => (
+                Phase::Running,
+                "Started",
+                format!("attempt {attempts} of {max_attempts} running"),
+            ),
+            (true, _, _) => (
+                Phase::Running,
+                "Retrying",
+                format!("attempt {attempts} of {max_attempts} running"),
+            ),
+            (false, 0, _) => (
+                Phase::Pending,
+                "Pending",
+                "waiting for the runner pod to start".to_string(),
+            ),
+            (false, _, _) => (
+                Phase::Running,
+                "Retrying",
+                format!("waiting to retry ({failed} of {max_attempts} attempts failed)"),
+            ),
         };
         let msg = match &previous_failure {
             Some(f) => format!("{msg}; last failure: {f}"),
             None => msg,
         };
-        conditions::set(&mut conds, RUNNING, phase == Phase::Running, reason, &msg, generation, &now_t);
+        conditions::set(
+            &mut conds,
+            RUNNING,
+            phase == Phase::Running,
+            reason,
+            &msg,
+            generation,
+            &now_t,
+        );
         new.phase = Some(phase);
         new.message = Some(msg);
         let old_attempts = old.attempts.unwrap_or(0);
@@ -290,8 +409,7 @@ pub fn decide(
 }
 
 fn elapsed(cj: &ClothJob, done: &Time) -> f64 {
-    cj.metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(0.0, |c| (done.0.as_millisecond() - c.0.as_millisecond()).max(0) as f64 / 1000.0)
+    cj.metadata.creation_timestamp.as_ref().map_or(0.0, |c| {
+        (done.0.as_millisecond() - c.0.as_millisecond()).max(0) as f64 / 1000.0
+    })
 }

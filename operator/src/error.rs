@@ -5,13 +5,19 @@
 pub enum Error {
     /// Reading the Job or pods of a ClothJob failed.
     #[error("observing {what}: {source}")]
-    Observe { what: &'static str, source: kube::Error },
+    Observe {
+        what: &'static str,
+        source: kube::Error,
+    },
     /// Creating the runner Job failed.
     #[error("creating Job {name}: {source}")]
     CreateJob { name: String, source: kube::Error },
     /// Keeping the runner service account or its RoleBinding failed.
     #[error("ensuring runner RBAC in {namespace}: {source}")]
-    EnsureRunnerAccess { namespace: String, source: kube::Error },
+    EnsureRunnerAccess {
+        namespace: String,
+        source: kube::Error,
+    },
     /// Writing the status failed.
     #[error("applying status: {0}")]
     ApplyStatus(kube::Error),
@@ -20,7 +26,10 @@ pub enum Error {
     DeleteExpired(kube::Error),
     /// Serializing an object failed.
     #[error("serializing {what}: {source}")]
-    Serialize { what: &'static str, source: serde_json::Error },
+    Serialize {
+        what: &'static str,
+        source: serde_json::Error,
+    },
     /// The object lacks a namespace, name or uid.
     #[error("ClothJob has no {0}")]
     MissingMetadata(&'static str),

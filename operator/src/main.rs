@@ -26,13 +26,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let listener = tokio::net::TcpListener::bind(&config.http_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
-    let health = Health { ready: ready.clone(), metrics: metrics.clone() };
+    let health = Health {
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+    };
     let mut http_stop = stop_rx.clone();
     let http = tokio::spawn(async move {
-        let serve = axum::serve(listener, router(health))
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            });
+        let serve = axum::serve(listener, router(health)).with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "http server");
         }

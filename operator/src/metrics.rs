@@ -24,25 +24,44 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let reconciles = IntCounterVec::new(
-            Opts::new("clothjob_reconcile_total", "Reconciles of ClothJobs by result"),
+            Opts::new(
+                "clothjob_reconcile_total",
+                "Reconciles of ClothJobs by result",
+            ),
             &["result"],
         )?;
         let reconcile_errors = IntCounterVec::new(
-            Opts::new("clothjob_reconcile_errors_total", "Failed reconciles by error category"),
+            Opts::new(
+                "clothjob_reconcile_errors_total",
+                "Failed reconciles by error category",
+            ),
             &["category"],
         )?;
         let jobs_finished = IntCounterVec::new(
-            Opts::new("clothjob_jobs_finished_total", "ClothJobs that finished, by result and reason"),
+            Opts::new(
+                "clothjob_jobs_finished_total",
+                "ClothJobs that finished, by result and reason",
+            ),
             &["result", "reason"],
         )?;
         let job_duration = HistogramVec::new(
-            HistogramOpts::new("clothjob_job_duration_seconds", "Seconds from creation to finish")
-                .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0]),
+            HistogramOpts::new(
+                "clothjob_job_duration_seconds",
+                "Seconds from creation to finish",
+            )
+            .buckets(vec![
+                1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0,
+            ]),
             &["result"],
         )?;
         let stage_duration = HistogramVec::new(
-            HistogramOpts::new("clothjob_stage_duration_seconds", "Seconds per pipeline stage of succeeded jobs")
-                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0]),
+            HistogramOpts::new(
+                "clothjob_stage_duration_seconds",
+                "Seconds per pipeline stage of succeeded jobs",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+            ]),
             &["stage", "backend"],
         )?;
         registry.register(Box::new(reconciles.clone()))?;
@@ -50,7 +69,14 @@ impl Metrics {
         registry.register(Box::new(jobs_finished.clone()))?;
         registry.register(Box::new(job_duration.clone()))?;
         registry.register(Box::new(stage_duration.clone()))?;
-        Ok(Self { registry, reconciles, reconcile_errors, jobs_finished, job_duration, stage_duration })
+        Ok(Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            jobs_finished,
+            job_duration,
+            stage_duration,
+        })
     }
 
     /// The metrics in Prometheus' text format.

@@ -20,17 +20,31 @@ pub struct Observed {
 
 /// Reads the Job and its pods.
 pub async fn observe(client: &Client, cj: &ClothJob) -> Result<Observed, Error> {
-    let ns = cj.metadata.namespace.as_deref().ok_or(Error::MissingMetadata("namespace"))?;
+    let ns = cj
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingMetadata("namespace"))?;
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     let job = jobs
         .get_opt(&job_name(cj)?)
         .await
-        .map_err(|source| Error::Observe { what: "Job", source })?;
+        .map_err(|source| Error::Observe {
+            what: "Job",
+            source,
+        })?;
     let pods = match job.as_ref().and_then(|j| j.metadata.uid.as_deref()) {
         Some(uid) => {
             let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-            let lp = ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"));
-            api.list(&lp).await.map_err(|source| Error::Observe { what: "pods", source })?.items
+            let lp =
+                ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"));
+            api.list(&lp)
+                .await
+                .map_err(|source| Error::Observe {
+                    what: "pods",
+                    source,
+                })?
+                .items
         }
         None => Vec::new(),
     };

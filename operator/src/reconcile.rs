@@ -5,10 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use clothjob_api::{ClothJob, Phase, contract};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -78,7 +78,10 @@ async fn apply(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), Error> 
     let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     if d.delete {
         let api: Api<ClothJob> = Api::namespaced(ctx.client.clone(), &ns);
-        match api.delete(&cj.name_any(), &DeleteParams::background()).await {
+        match api
+            .delete(&cj.name_any(), &DeleteParams::background())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::DeleteExpired(e)),
@@ -104,7 +107,12 @@ async fn apply(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), Error> 
 
 /// Keeps the default runner service account and its RoleBinding in a namespace.
 async fn ensure_runner_access(ns: &str, ctx: &Context) -> Result<(), Error> {
-    if ctx.runner_access.lock().map(|s| s.contains(ns)).unwrap_or(false) {
+    if ctx
+        .runner_access
+        .lock()
+        .map(|s| s.contains(ns))
+        .unwrap_or(false)
+    {
         return Ok(());
     }
     let sa_name = &ctx.config.runner_service_account;
@@ -123,11 +131,19 @@ async fn ensure_runner_access(ns: &str, ctx: &Context) -> Result<(), Error> {
         "subjects": [{ "kind": "ServiceAccount", "name": sa_name, "namespace": ns }],
     });
     let pp = PatchParams::apply(contract::OPERATOR_MANAGER).force();
-    let err = |source| Error::EnsureRunnerAccess { namespace: ns.to_string(), source };
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(ctx.client.clone(), ns);
-    sas.patch(sa_name, &pp, &Patch::Apply(&sa)).await.map_err(err)?;
+    let err = |source| Error::EnsureRunnerAccess {
+        namespace: ns.to_string(),
+        source,
+    };
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(ctx.client.clone(), ns);
+    sas.patch(sa_name, &pp, &Patch::Apply(&sa))
+        .await
+        .map_err(err)?;
     let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(ctx.client.clone(), ns);
-    rbs.patch(sa_name, &pp, &Patch::Apply(&rb)).await.map_err(err)?;
+    rbs.patch(sa_name, &pp, &Patch::Apply(&rb))
+        .await
+        .map_err(err)?;
     if let Ok(mut s) = ctx.runner_access.lock() {
         s.insert(ns.to_string());
     }
@@ -136,7 +152,9 @@ async fn ensure_runner_access(ns: &str, ctx: &Context) -> Result<(), Error> {
 
 /// Status: applies the operator's fields with its own field manager.
 async fn write_status(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), Error> {
-    let (Some(status), false) = (&d.status, d.delete) else { return Ok(()) };
+    let (Some(status), false) = (&d.status, d.delete) else {
+        return Ok(());
+    };
     let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<ClothJob> = Api::namespaced(ctx.client.clone(), &ns);
     let body = serde_json::json!({
@@ -145,7 +163,10 @@ async fn write_status(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), 
         "status": status,
     });
     let pp = PatchParams::apply(contract::OPERATOR_MANAGER).force();
-    match api.patch_status(&cj.name_any(), &pp, &Patch::Apply(&body)).await {
+    match api
+        .patch_status(&cj.name_any(), &pp, &Patch::Apply(&body))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(Error::ApplyStatus(e)),
@@ -157,7 +178,11 @@ async fn publish(cj: &ClothJob, d: &Decision, ctx: &Context) {
     let reference = cj.object_ref(&());
     for e in &d.events {
         let event = Event {
-            type_: if e.warning { EventType::Warning } else { EventType::Normal },
+            type_: if e.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
             reason: e.reason.clone(),
             note: Some(e.note.chars().take(1000).collect()),
             action: "Reconcile".into(),
@@ -175,19 +200,35 @@ async fn publish(cj: &ClothJob, d: &Decision, ctx: &Context) {
 /// Records finished jobs and their stage timings.
 fn record(d: &Decision, ctx: &Context) {
     if let Some((phase, reason, secs)) = &d.finished {
-        let result = if *phase == Phase::Succeeded { "succeeded" } else { "failed" };
-        ctx.metrics.jobs_finished.with_label_values(&[result, reason]).inc();
-        ctx.metrics.job_duration.with_label_values(&[result]).observe(*secs);
+        let result = if *phase == Phase::Succeeded {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        ctx.metrics
+            .jobs_finished
+            .with_label_values(&[result, reason])
+            .inc();
+        ctx.metrics
+            .job_duration
+            .with_label_values(&[result])
+            .observe(*secs);
     }
     for t in &d.timings {
-        ctx.metrics.stage_duration.with_label_values(&[&t.stage, &t.backend]).observe(t.seconds);
+        ctx.metrics
+            .stage_duration
+            .with_label_values(&[&t.stage, &t.backend])
+            .observe(t.seconds);
     }
 }
 
 fn error_policy(_cj: Arc<ClothJob>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(%error, category = error.category(), "reconcile failed");
     ctx.metrics.reconciles.with_label_values(&["error"]).inc();
-    ctx.metrics.reconcile_errors.with_label_values(&[error.category()]).inc();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[error.category()])
+        .inc();
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -202,10 +243,17 @@ pub async fn run_controller(
     let (cjs, jobs): (Api<ClothJob>, Api<Job>) = if ns.is_empty() {
         (Api::all(client.clone()), Api::all(client))
     } else {
-        (Api::namespaced(client.clone(), &ns), Api::namespaced(client, &ns))
+        (
+            Api::namespaced(client.clone(), &ns),
+            Api::namespaced(client, &ns),
+        )
     };
-    let owned = watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={}", contract::MANAGED_BY));
-    let controller = Controller::new(cjs, watcher::Config::default().any_semantic()).owns(jobs, owned);
+    let owned = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={}",
+        contract::MANAGED_BY
+    ));
+    let controller =
+        Controller::new(cjs, watcher::Config::default().any_semantic()).owns(jobs, owned);
     let store = controller.store();
     tokio::spawn(async move {
         // The store's readiness signal wakes only its most recent waiter (the controller's

@@ -33,6 +33,9 @@ pub fn router(health: Health) -> Router {
                 }
             }),
         )
-        .route("/metrics", get(|State(h): State<Health>| async move { h.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(h): State<Health>| async move { h.metrics.render() }),
+        )
         .with_state(health)
 }

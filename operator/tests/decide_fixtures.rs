@@ -1,6 +1,8 @@
 //! Table tests of the pure decide step: each YAML file under tests/fixtures describes what
 //! was observed (a ClothJob over `_base.yaml`, its Job and pods) and what must be decided.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -27,7 +29,8 @@ fn merge(base: &mut Value, patch: &Value) {
 
 fn load(path: &Path) -> (ClothJob, Observed, BTreeSet<String>, Timestamp, Value) {
     let dir = path.parent().unwrap();
-    let mut cj: Value = serde_yaml::from_str(&std::fs::read_to_string(dir.join("_base.yaml")).unwrap()).unwrap();
+    let mut cj: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("_base.yaml")).unwrap()).unwrap();
     let fx: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     if let Some(over) = fx.get("clothjob") {
         merge(&mut cj, over);
@@ -61,9 +64,19 @@ fn load(path: &Path) -> (ClothJob, Observed, BTreeSet<String>, Timestamp, Value)
     let announced = fx
         .get("announced")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
-    let now: Timestamp = fx.get("now").and_then(Value::as_str).unwrap_or("2026-11-25T10:00:10Z").parse().unwrap();
+    let now: Timestamp = fx
+        .get("now")
+        .and_then(Value::as_str)
+        .unwrap_or("2026-11-25T10:00:10Z")
+        .parse()
+        .unwrap();
     let expect = fx.get("expect").cloned().unwrap_or(Value::Null);
     (cj, Observed { job, pods }, announced, now, expect)
 }
@@ -81,27 +94,50 @@ fn check(path: &Path) {
         assert_eq!(d.delete, v, "{}", ctx("delete"));
     }
     if expect.get("noStatus").and_then(Value::as_bool) == Some(true) {
-        assert!(d.status.is_none() && d.events.is_empty(), "{}", ctx("noStatus"));
+        assert!(
+            d.status.is_none() && d.events.is_empty(),
+            "{}",
+            ctx("noStatus")
+        );
     }
     let status = d.status.clone().or(cj.status.clone()).unwrap_or_default();
     if let Some(v) = expect.get("phase").and_then(Value::as_str) {
-        assert_eq!(status.phase.map(|p| p.as_str()), Some(v), "{}", ctx("phase"));
+        assert_eq!(
+            status.phase.map(|p| p.as_str()),
+            Some(v),
+            "{}",
+            ctx("phase")
+        );
     }
     if let Some(v) = expect.get("reason").and_then(Value::as_str) {
         assert_eq!(status.reason.as_deref(), Some(v), "{}", ctx("reason"));
     }
     if let Some(v) = expect.get("attempts").and_then(Value::as_i64) {
-        assert_eq!(status.attempts.map(i64::from), Some(v), "{}", ctx("attempts"));
+        assert_eq!(
+            status.attempts.map(i64::from),
+            Some(v),
+            "{}",
+            ctx("attempts")
+        );
     }
     if let Some(v) = expect.get("messageContains").and_then(Value::as_str) {
         let m = status.message.clone().unwrap_or_default();
-        assert!(m.contains(v), "{}", ctx(&format!("message {m:?} lacks {v:?}")));
+        assert!(
+            m.contains(v),
+            "{}",
+            ctx(&format!("message {m:?} lacks {v:?}"))
+        );
     }
     if let Some(map) = expect.get("conditions").and_then(Value::as_object) {
         let conds = status.conditions.clone().unwrap_or_default();
         for (t, want) in map {
             let got = conditions::find(&conds, t).map(|c| c.status.clone());
-            assert_eq!(got.as_deref(), want.as_str(), "{}", ctx(&format!("condition {t}")));
+            assert_eq!(
+                got.as_deref(),
+                want.as_str(),
+                "{}",
+                ctx(&format!("condition {t}"))
+            );
         }
     }
     if let Some(list) = expect.get("events").and_then(Value::as_array) {
@@ -110,7 +146,11 @@ fn check(path: &Path) {
         assert_eq!(got, want, "{}", ctx("events"));
     }
     if let Some(v) = expect.get("eventContains").and_then(Value::as_str) {
-        assert!(d.events.iter().any(|e| e.note.contains(v)), "{}", ctx("eventContains"));
+        assert!(
+            d.events.iter().any(|e| e.note.contains(v)),
+            "{}",
+            ctx("eventContains")
+        );
     }
     if let Some(list) = expect.get("timings").and_then(Value::as_array) {
         let got: Vec<&str> = d.timings.iter().map(|t| t.stage.as_str()).collect();
@@ -118,7 +158,12 @@ fn check(path: &Path) {
         assert_eq!(got, want, "{}", ctx("timings"));
     }
     if let Some(v) = expect.get("finished").and_then(Value::as_str) {
-        assert_eq!(d.finished.as_ref().map(|f| f.0.as_str()), Some(v), "{}", ctx("finished"));
+        assert_eq!(
+            d.finished.as_ref().map(|f| f.0.as_str()),
+            Some(v),
+            "{}",
+            ctx("finished")
+        );
     }
     if let Some(v) = expect.get("requeue").and_then(Value::as_bool) {
         assert_eq!(d.requeue_after.is_some(), v, "{}", ctx("requeue"));
@@ -144,7 +189,12 @@ fn every_fixture_decides_as_expected() {
 fn deciding_twice_on_the_same_observation_is_idempotent() {
     // Apply the first decision's status, decide again: no new Job, no status change, no Events.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    for f in ["new.yaml", "retrying.yaml", "succeeded.yaml", "failed_bad_input.yaml"] {
+    for f in [
+        "new.yaml",
+        "retrying.yaml",
+        "succeeded.yaml",
+        "failed_bad_input.yaml",
+    ] {
         let (mut cj, observed, mut announced, now, _) = load(&dir.join(f));
         let first = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
         let mut status = cj.status.clone().unwrap_or_default();
@@ -162,8 +212,20 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
         cj.status = Some(status);
         announced.extend(first.announced);
         let second = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
-        assert!(second.status.is_none(), "{f}: status changed again: {:#?}", second.status);
-        assert!(second.events.is_empty(), "{f}: events again: {:?}", second.events);
-        assert_eq!(second.create_job, first.create_job && observed.job.is_none(), "{f}");
+        assert!(
+            second.status.is_none(),
+            "{f}: status changed again: {:#?}",
+            second.status
+        );
+        assert!(
+            second.events.is_empty(),
+            "{f}: events again: {:?}",
+            second.events
+        );
+        assert_eq!(
+            second.create_job,
+            first.create_job && observed.job.is_none(),
+            "{f}"
+        );
     }
 }

@@ -17,7 +17,11 @@ pub enum RunError {
     Gone(String),
     /// Fetching the source photo failed; `retryable` tells whether trying again may help.
     #[error("fetching the source {what}: {detail}")]
-    FetchSource { what: String, detail: String, retryable: bool },
+    FetchSource {
+        what: String,
+        detail: String,
+        retryable: bool,
+    },
     /// The pipeline failed (decode, a stage, encoding).
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
@@ -54,6 +58,10 @@ impl RunError {
 
     /// The process exit code: the bad-input code fails the Job at once, others are retried.
     pub fn exit_code(&self) -> i32 {
-        if self.is_bad_input() { contract::EXIT_BAD_INPUT } else { contract::EXIT_TRANSIENT }
+        if self.is_bad_input() {
+            contract::EXIT_BAD_INPUT
+        } else {
+            contract::EXIT_TRANSIENT
+        }
     }
 }

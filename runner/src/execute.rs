@@ -48,7 +48,11 @@ fn region_status(r: &Region) -> RegionStatus {
             .iter()
             .map(|v| i32::try_from(*v).unwrap_or(i32::MAX))
             .collect(),
-        colors: r.colors.iter().map(|c| format!("{} {}", c.name, c.hex)).collect(),
+        colors: r
+            .colors
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.hex))
+            .collect(),
     }
 }
 
@@ -115,5 +119,9 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
         s.finished(Stage::Storing, storing);
         s.done();
     });
-    Ok(Finished { state: sink.state.clone(), output, storing })
+    Ok(Finished {
+        state: sink.state.clone(),
+        output,
+        storing,
+    })
 }

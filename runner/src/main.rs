@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "clothjob-runner", version, about = "Runs the ClothJob image pipeline")]
+#[command(
+    name = "clothjob-runner",
+    version,
+    about = "Runs the ClothJob image pipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,9 +46,12 @@ async fn main() {
         .init();
     let code = match Cli::parse().command {
         Command::Run => clothjob_runner::pod::run_in_pod().await,
-        Command::Process { input, out, config, set } => {
-            clothjob_runner::process::process(input, out, config, set).await
-        }
+        Command::Process {
+            input,
+            out,
+            config,
+            set,
+        } => clothjob_runner::process::process(input, out, config, set).await,
     };
     std::process::exit(code);
 }

@@ -18,7 +18,9 @@ fn model_path(m: &OnnxModel) -> Result<std::path::PathBuf, RunError> {
     } else if uri.starts_with('/') {
         Ok(uri.into())
     } else {
-        Err(RunError::Config(format!("model {uri}: only local model files (file:// or /path) are supported")))
+        Err(RunError::Config(format!(
+            "model {uri}: only local model files (file:// or /path) are supported"
+        )))
     }
 }
 
@@ -36,21 +38,32 @@ pub fn parse_color(hex: &str) -> Option<[u8; 3]> {
 pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError> {
     let background_removal = if p.background_removal.enabled {
         let backend = match p.background_removal.backend {
-            BackgroundRemovalBackend::Builtin => clothjob_pipeline::BackgroundRemovalBackend::Builtin,
+            BackgroundRemovalBackend::Builtin => {
+                clothjob_pipeline::BackgroundRemovalBackend::Builtin
+            }
             BackgroundRemovalBackend::Onnx => {
                 let m = p.background_removal.onnx.as_ref().ok_or_else(|| {
-                    RunError::Config("backgroundRemoval.onnx is required for the onnx backend".into())
+                    RunError::Config(
+                        "backgroundRemoval.onnx is required for the onnx backend".into(),
+                    )
                 })?;
-                clothjob_pipeline::BackgroundRemovalBackend::Onnx { model_path: model_path(m)? }
+                clothjob_pipeline::BackgroundRemovalBackend::Onnx {
+                    model_path: model_path(m)?,
+                }
             }
             BackgroundRemovalBackend::Remote => {
                 let r = p.background_removal.remote.as_ref().ok_or_else(|| {
-                    RunError::Config("backgroundRemoval.remote is required for the remote backend".into())
+                    RunError::Config(
+                        "backgroundRemoval.remote is required for the remote backend".into(),
+                    )
                 })?;
                 clothjob_pipeline::BackgroundRemovalBackend::Remote { url: r.url.clone() }
             }
         };
-        Some(BackgroundRemovalOptions { backend, ..Default::default() })
+        Some(BackgroundRemovalOptions {
+            backend,
+            ..Default::default()
+        })
     } else {
         None
     };
@@ -61,10 +74,15 @@ pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError>
                 let m = p.segmentation.onnx.as_ref().ok_or_else(|| {
                     RunError::Config("segmentation.onnx is required for the onnx backend".into())
                 })?;
-                clothjob_pipeline::SegmentationBackend::Onnx { model_path: model_path(m)? }
+                clothjob_pipeline::SegmentationBackend::Onnx {
+                    model_path: model_path(m)?,
+                }
             }
         };
-        Some(SegmentationOptions { backend, ..Default::default() })
+        Some(SegmentationOptions {
+            backend,
+            ..Default::default()
+        })
     } else {
         None
     };
@@ -73,11 +91,14 @@ pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError>
         match p.expansion.backend {
             ExpansionBackend::Builtin => {}
             ExpansionBackend::Gemini => {
-                return Err(RunError::Config("the gemini expansion backend is not available in this runner yet".into()));
+                return Err(RunError::Config(
+                    "the gemini expansion backend is not available in this runner yet".into(),
+                ));
             }
         }
         if let Some(bg) = &p.expansion.background {
-            e.background = parse_color(bg).ok_or_else(|| RunError::Config(format!("bad colour {bg}")))?;
+            e.background =
+                parse_color(bg).ok_or_else(|| RunError::Config(format!("bad colour {bg}")))?;
         }
         Some(e)
     } else {
@@ -87,7 +108,12 @@ pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError>
         max_side: u32::try_from(out.max_side).unwrap_or(1024).max(1),
         jpeg_quality: u8::try_from(out.jpeg_quality.clamp(1, 100)).unwrap_or(85),
     });
-    Ok(Options { background_removal, segmentation, expansion, encoding })
+    Ok(Options {
+        background_removal,
+        segmentation,
+        expansion,
+        encoding,
+    })
 }
 
 #[cfg(test)]
@@ -113,7 +139,8 @@ mod tests {
             "backgroundRemoval: {enabled: false}\nsegmentation: {enabled: false}\nexpansion: {enabled: true, background: '#102030'}\n",
         )
         .unwrap();
-        let out: Output = serde_yaml::from_str("uri: s3://b/p\nmaxSide: 512\njpegQuality: 70\n").unwrap();
+        let out: Output =
+            serde_yaml::from_str("uri: s3://b/p\nmaxSide: 512\njpegQuality: 70\n").unwrap();
         let o = pipeline_options(&p, &out).unwrap();
         assert!(o.background_removal.is_none());
         assert!(o.segmentation.is_none());
@@ -131,13 +158,18 @@ mod tests {
         let o = pipeline_options(&p, &output()).unwrap();
         assert_eq!(
             o.background_removal.unwrap().backend,
-            clothjob_pipeline::BackgroundRemovalBackend::Onnx { model_path: "/models/u2netp.onnx".into() }
+            clothjob_pipeline::BackgroundRemovalBackend::Onnx {
+                model_path: "/models/u2netp.onnx".into()
+            }
         );
         let p: Pipeline = serde_yaml::from_str(
             "backgroundRemoval: {backend: onnx, onnx: {modelUri: 'https://example.invalid/m.onnx'}}\n",
         )
         .unwrap();
-        assert!(matches!(pipeline_options(&p, &output()), Err(RunError::Config(_))));
+        assert!(matches!(
+            pipeline_options(&p, &output()),
+            Err(RunError::Config(_))
+        ));
     }
 
     #[test]

@@ -20,7 +20,8 @@ use crate::writer::write_updates;
 pub const ENV_SOURCE_FILE: &str = "CLOTHJOB_SOURCE_FILE";
 
 fn env(name: &str) -> Result<String, RunError> {
-    std::env::var(name).map_err(|_| RunError::Config(format!("environment variable {name} is not set")))
+    std::env::var(name)
+        .map_err(|_| RunError::Config(format!("environment variable {name} is not set")))
 }
 
 /// Where the spec's source is, as this pod sees it.
@@ -56,9 +57,14 @@ async fn run() -> Result<(), RunError> {
     let uid = env(contract::ENV_UID)?;
     let client = Client::try_default().await?;
     let api: Api<ClothJob> = Api::namespaced(client, &namespace);
-    let cj = api.get_opt(&name).await?.ok_or_else(|| RunError::Gone(format!("{namespace}/{name} no longer exists")))?;
+    let cj = api
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| RunError::Gone(format!("{namespace}/{name} no longer exists")))?;
     if cj.metadata.uid.as_deref() != Some(uid.as_str()) {
-        return Err(RunError::Gone(format!("{namespace}/{name} was replaced by a new object")));
+        return Err(RunError::Gone(format!(
+            "{namespace}/{name} was replaced by a new object"
+        )));
     }
     let plan = Plan {
         source: source_location(&cj)?,
@@ -79,7 +85,13 @@ async fn run() -> Result<(), RunError> {
         Err(e) => tracing::warn!(error = %e, "status writer task"),
     }
     let finished = result?;
-    for (stage, d) in finished.output.stages.iter().map(|s| (s.name.as_str(), s.duration)).chain([("storing", finished.storing)]) {
+    for (stage, d) in finished
+        .output
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str(), s.duration))
+        .chain([("storing", finished.storing)])
+    {
         tracing::info!(stage, ms = d.as_millis() as u64, "stage timing");
     }
     Ok(())

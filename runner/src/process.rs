@@ -31,25 +31,32 @@ pub struct ProcessConfig {
 /// Sets `a.b.c=value` in a JSON tree; the value is read as JSON (numbers, booleans, quoted
 /// strings, lists) and otherwise taken as a plain string (`#ffffff`, `onnx`).
 pub fn set_path(root: &mut serde_json::Value, assignment: &str) -> Result<(), RunError> {
-    let (path, raw) = assignment
-        .split_once('=')
-        .ok_or_else(|| RunError::Config(format!("--set {assignment}: expected stage.option=value")))?;
-    let value: serde_json::Value = serde_json::from_str(raw).unwrap_or(serde_json::Value::String(raw.to_string()));
+    let (path, raw) = assignment.split_once('=').ok_or_else(|| {
+        RunError::Config(format!("--set {assignment}: expected stage.option=value"))
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(raw).unwrap_or(serde_json::Value::String(raw.to_string()));
     let mut node = root;
     let parts: Vec<&str> = path.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
         if part.is_empty() {
-            return Err(RunError::Config(format!("--set {assignment}: empty path segment")));
+            return Err(RunError::Config(format!(
+                "--set {assignment}: empty path segment"
+            )));
         }
         if !node.is_object() {
             *node = serde_json::json!({});
         }
-        let obj = node.as_object_mut().ok_or_else(|| RunError::Config("not an object".into()))?;
+        let obj = node
+            .as_object_mut()
+            .ok_or_else(|| RunError::Config("not an object".into()))?;
         if i + 1 == parts.len() {
             obj.insert((*part).to_string(), value);
             return Ok(());
         }
-        node = obj.entry((*part).to_string()).or_insert_with(|| serde_json::json!({}));
+        node = obj
+            .entry((*part).to_string())
+            .or_insert_with(|| serde_json::json!({}));
     }
     Ok(())
 }
@@ -60,8 +67,10 @@ pub fn set_path(root: &mut serde_json::Value, assignment: &str) -> Result<(), Ru
 pub fn settings(config: Option<&Path>, sets: &[String]) -> Result<(Pipeline, Output), RunError> {
     let mut cfg = match config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| RunError::Config(format!("{}: {e}", p.display())))?;
-            serde_yaml::from_str::<ProcessConfig>(&text).map_err(|e| RunError::Config(format!("{}: {e}", p.display())))?
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| RunError::Config(format!("{}: {e}", p.display())))?;
+            serde_yaml::from_str::<ProcessConfig>(&text)
+                .map_err(|e| RunError::Config(format!("{}: {e}", p.display())))?
         }
         None => ProcessConfig::default(),
     };
@@ -80,8 +89,10 @@ pub fn settings(config: Option<&Path>, sets: &[String]) -> Result<(Pipeline, Out
     if let Some(o) = cfg.output.as_object_mut() {
         o.insert("uri".into(), "file:///".into());
     }
-    let pipeline: Pipeline = serde_json::from_value(cfg.pipeline).map_err(|e| RunError::Config(format!("pipeline: {e}")))?;
-    let output: Output = serde_json::from_value(cfg.output).map_err(|e| RunError::Config(format!("output: {e}")))?;
+    let pipeline: Pipeline = serde_json::from_value(cfg.pipeline)
+        .map_err(|e| RunError::Config(format!("pipeline: {e}")))?;
+    let output: Output =
+        serde_json::from_value(cfg.output).map_err(|e| RunError::Config(format!("output: {e}")))?;
     Ok((pipeline, output))
 }
 
@@ -116,7 +127,12 @@ struct Report {
 }
 
 /// Runs `process` and returns the exit code.
-pub async fn process(input: PathBuf, out: PathBuf, config: Option<PathBuf>, sets: Vec<String>) -> i32 {
+pub async fn process(
+    input: PathBuf,
+    out: PathBuf,
+    config: Option<PathBuf>,
+    sets: Vec<String>,
+) -> i32 {
     match process_inner(&input, &out, config.as_deref(), &sets).await {
         Ok(()) => 0,
         Err(e) => {
@@ -126,12 +142,25 @@ pub async fn process(input: PathBuf, out: PathBuf, config: Option<PathBuf>, sets
     }
 }
 
-async fn process_inner(input: &Path, out: &Path, config: Option<&Path>, sets: &[String]) -> Result<(), RunError> {
+async fn process_inner(
+    input: &Path,
+    out: &Path,
+    config: Option<&Path>,
+    sets: &[String],
+) -> Result<(), RunError> {
     let (pipeline, output) = settings(config, sets)?;
-    std::fs::create_dir_all(out).map_err(|e| RunError::StoreOutput { name: out.display().to_string(), detail: e.to_string() })?;
-    let out = out.canonicalize().map_err(|e| RunError::StoreOutput { name: out.display().to_string(), detail: e.to_string() })?;
+    std::fs::create_dir_all(out).map_err(|e| RunError::StoreOutput {
+        name: out.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let out = out.canonicalize().map_err(|e| RunError::StoreOutput {
+        name: out.display().to_string(),
+        detail: e.to_string(),
+    })?;
     let source = match input.to_str() {
-        Some(s) if s.starts_with("http://") || s.starts_with("https://") => SourceLocation::Url(s.to_string()),
+        Some(s) if s.starts_with("http://") || s.starts_with("https://") => {
+            SourceLocation::Url(s.to_string())
+        }
         Some(s) if s.contains("://") => SourceLocation::Uri(s.to_string()),
         _ => SourceLocation::File(input.to_path_buf()),
     };
@@ -149,7 +178,13 @@ async fn process_inner(input: &Path, out: &Path, config: Option<&Path>, sets: &[
         while let Some(u) = rx.recv().await {
             if tty {
                 let filled = usize::from(u.state.progress) * 30 / 100;
-                eprint!("\r[{}{}] {:>3}% {:<20}", "#".repeat(filled), " ".repeat(30 - filled), u.state.progress, u.state.stage);
+                eprint!(
+                    "\r[{}{}] {:>3}% {:<20}",
+                    "#".repeat(filled),
+                    " ".repeat(30 - filled),
+                    u.state.progress,
+                    u.state.stage
+                );
                 let _ = std::io::stderr().flush();
             }
         }
@@ -172,9 +207,17 @@ fn write_report(input: &Path, out: &Path, f: &Finished, total: Duration) -> Resu
         .output
         .stages
         .iter()
-        .map(|s| StageLine { name: s.name.as_str().to_string(), backend: s.backend.clone(), duration_ms: s.duration.as_millis() })
+        .map(|s| StageLine {
+            name: s.name.as_str().to_string(),
+            backend: s.backend.clone(),
+            duration_ms: s.duration.as_millis(),
+        })
         .collect();
-    stages.push(StageLine { name: "storing".into(), backend: "file".into(), duration_ms: f.storing.as_millis() });
+    stages.push(StageLine {
+        name: "storing".into(),
+        backend: "file".into(),
+        duration_ms: f.storing.as_millis(),
+    });
     let report = Report {
         input: input.display().to_string(),
         total_ms: total.as_millis(),
@@ -196,18 +239,37 @@ fn write_report(input: &Path, out: &Path, f: &Finished, total: Duration) -> Resu
         regions: f.state.regions.clone(),
     };
     let path = out.join("report.json");
-    let text = serde_json::to_string_pretty(&report).map_err(|e| RunError::Worker(e.to_string()))?;
-    std::fs::write(&path, text).map_err(|e| RunError::StoreOutput { name: path.display().to_string(), detail: e.to_string() })
+    let text =
+        serde_json::to_string_pretty(&report).map_err(|e| RunError::Worker(e.to_string()))?;
+    std::fs::write(&path, text).map_err(|e| RunError::StoreOutput {
+        name: path.display().to_string(),
+        detail: e.to_string(),
+    })
 }
 
 fn print_table(f: &Finished, total: Duration) {
     let total_s = total.as_secs_f64().max(1e-9);
     println!("{:<20} {:>10} {:>8}", "stage", "seconds", "share");
-    let rows = f.output.stages.iter().map(|s| (s.name.as_str().to_string(), s.duration)).chain([("storing".to_string(), f.storing)]);
+    let rows = f
+        .output
+        .stages
+        .iter()
+        .map(|s| (s.name.as_str().to_string(), s.duration))
+        .chain([("storing".to_string(), f.storing)]);
     for (name, d) in rows {
-        println!("{:<20} {:>10.3} {:>7.1}%", name, d.as_secs_f64(), 100.0 * d.as_secs_f64() / total_s);
+        println!(
+            "{:<20} {:>10.3} {:>7.1}%",
+            name,
+            d.as_secs_f64(),
+            100.0 * d.as_secs_f64() / total_s
+        );
     }
-    println!("{:<20} {:>10.3} {:>7.1}%", "total", total.as_secs_f64(), 100.0);
+    println!(
+        "{:<20} {:>10.3} {:>7.1}%",
+        "total",
+        total.as_secs_f64(),
+        100.0
+    );
 }
 
 #[cfg(test)]
@@ -231,7 +293,10 @@ mod tests {
 
     #[test]
     fn bad_assignments_are_clear_errors() {
-        assert!(matches!(settings(None, &["nonsense".to_string()]), Err(RunError::Config(_))));
+        assert!(matches!(
+            settings(None, &["nonsense".to_string()]),
+            Err(RunError::Config(_))
+        ));
         let e = settings(None, &["backgroundRemoval.backend=magic".to_string()]).unwrap_err();
         assert!(e.to_string().contains("magic"), "{e}");
     }

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use clothjob_api::progress::{Stage, progress_after, progress_within};
-use clothjob_api::{ClothJobStatus, OutputStatus, RegionStatus, RunnerFailure, StageState, StageStatus};
+use clothjob_api::{
+    ClothJobStatus, OutputStatus, RegionStatus, RunnerFailure, StageState, StageStatus,
+};
 use clothjob_pipeline::{ProgressSink, StageName};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -55,7 +57,10 @@ impl RunState {
             stage: "fetching".into(),
             stages: Stage::ALL
                 .into_iter()
-                .map(|s| StageStatus { name: s.name().into(), ..Default::default() })
+                .map(|s| StageStatus {
+                    name: s.name().into(),
+                    ..Default::default()
+                })
                 .collect(),
             outputs: Vec::new(),
             regions: Vec::new(),
@@ -113,7 +118,11 @@ impl RunState {
 
     /// The run failed in whatever stage was running.
     pub fn failed(&mut self, failure: RunnerFailure) {
-        for e in self.stages.iter_mut().filter(|e| e.state == StageState::Running) {
+        for e in self
+            .stages
+            .iter_mut()
+            .filter(|e| e.state == StageState::Running)
+        {
             e.state = StageState::Failed;
             e.finished_at = Some(now());
         }
@@ -166,7 +175,10 @@ impl ChannelSink {
     /// Sends the current state.
     pub fn send(&self, boundary: bool) {
         // A closed channel means nobody listens any more; the run goes on regardless.
-        let _ = self.tx.send(Update { state: self.state.clone(), boundary });
+        let _ = self.tx.send(Update {
+            state: self.state.clone(),
+            boundary,
+        });
     }
 
     /// Applies a change and sends it.
@@ -202,7 +214,13 @@ mod tests {
     fn a_full_run_climbs_through_the_weighted_boundaries() {
         let mut s = RunState::new();
         let mut seen = vec![s.progress];
-        for st in [Stage::BackgroundRemoval, Stage::Segmentation, Stage::Expansion, Stage::Encoding, Stage::Storing] {
+        for st in [
+            Stage::BackgroundRemoval,
+            Stage::Segmentation,
+            Stage::Expansion,
+            Stage::Encoding,
+            Stage::Storing,
+        ] {
             s.started(st, "builtin");
             s.fraction(st, 0.5);
             s.finished(st, Duration::from_millis(12));
@@ -245,7 +263,11 @@ mod tests {
     fn failure_marks_the_running_stage() {
         let mut s = RunState::new();
         s.started(Stage::BackgroundRemoval, "builtin");
-        s.failed(RunnerFailure { reason: "BadInput".into(), message: "not an image".into(), retryable: false });
+        s.failed(RunnerFailure {
+            reason: "BadInput".into(),
+            message: "not an image".into(),
+            retryable: false,
+        });
         assert_eq!(s.stages[0].state, StageState::Failed);
         assert_eq!(s.stage, "failed");
         assert_eq!(s.to_status().runner_failure.unwrap().reason, "BadInput");

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::error::RunError;
-use crate::store::{object_store_for, ObjectStoreOpts};
+use crate::store::{ObjectStoreOpts, object_store_for};
 
 /// Where to read the source from, as the runner sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,17 +30,35 @@ impl SourceLocation {
 }
 
 /// Reads the whole source, refusing anything over `max_bytes`.
-pub async fn fetch(loc: &SourceLocation, max_bytes: u64, timeout: Duration) -> Result<Bytes, RunError> {
+pub async fn fetch(
+    loc: &SourceLocation,
+    max_bytes: u64,
+    timeout: Duration,
+) -> Result<Bytes, RunError> {
     let what = loc.describe();
-    let fail = |detail: String, retryable: bool| RunError::FetchSource { what: what.clone(), detail, retryable };
-    let too_big = |n: u64| fail(format!("larger than the limit of {max_bytes} bytes (at least {n})"), false);
+    let fail = |detail: String, retryable: bool| RunError::FetchSource {
+        what: what.clone(),
+        detail,
+        retryable,
+    };
+    let too_big = |n: u64| {
+        fail(
+            format!("larger than the limit of {max_bytes} bytes (at least {n})"),
+            false,
+        )
+    };
     match loc {
         SourceLocation::File(path) => {
-            let meta = tokio::fs::metadata(path).await.map_err(|e| fail(e.to_string(), false))?;
+            let meta = tokio::fs::metadata(path)
+                .await
+                .map_err(|e| fail(e.to_string(), false))?;
             if meta.len() > max_bytes {
                 return Err(too_big(meta.len()));
             }
-            tokio::fs::read(path).await.map(Bytes::from).map_err(|e| fail(e.to_string(), false))
+            tokio::fs::read(path)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| fail(e.to_string(), false))
         }
         SourceLocation::Url(url) => {
             let client = reqwest::Client::builder()
@@ -48,10 +66,15 @@ pub async fn fetch(loc: &SourceLocation, max_bytes: u64, timeout: Duration) -> R
                 .connect_timeout(Duration::from_secs(10))
                 .build()
                 .map_err(|e| fail(e.to_string(), false))?;
-            let resp = client.get(url).send().await.map_err(|e| fail(e.to_string(), true))?;
+            let resp = client
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| fail(e.to_string(), true))?;
             let status = resp.status();
             if !status.is_success() {
-                let retryable = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
+                let retryable =
+                    status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
                 return Err(fail(format!("HTTP {status}"), retryable));
             }
             if resp.content_length().is_some_and(|n| n > max_bytes) {
@@ -69,8 +92,8 @@ pub async fn fetch(loc: &SourceLocation, max_bytes: u64, timeout: Duration) -> R
             Ok(Bytes::from(body))
         }
         SourceLocation::Uri(uri) => {
-            let (store, path) = object_store_for(uri, &ObjectStoreOpts::from_env())
-                .map_err(|e| fail(e, false))?;
+            let (store, path) =
+                object_store_for(uri, &ObjectStoreOpts::from_env()).map_err(|e| fail(e, false))?;
             let result = store.get(&path).await.map_err(|e| match e {
                 object_store::Error::NotFound { .. } => fail("object not found".into(), false),
                 other => fail(other.to_string(), true),

@@ -25,7 +25,10 @@ impl ObjectStoreOpts {
 }
 
 /// The store and the object path of a URI such as `s3://bucket/a/b.jpg` or `file:///x/y`.
-pub fn object_store_for(uri: &str, opts: &ObjectStoreOpts) -> Result<(Arc<dyn ObjectStore>, Path), String> {
+pub fn object_store_for(
+    uri: &str,
+    opts: &ObjectStoreOpts,
+) -> Result<(Arc<dyn ObjectStore>, Path), String> {
     let url = url::Url::parse(uri).map_err(|e| format!("{uri}: {e}"))?;
     if url.scheme() == "file" {
         // A local volume: the root is "/", so the full path is the object path.
@@ -33,7 +36,8 @@ pub fn object_store_for(uri: &str, opts: &ObjectStoreOpts) -> Result<(Arc<dyn Ob
         let path = Path::parse(url.path().trim_start_matches('/')).map_err(|e| e.to_string())?;
         return Ok((Arc::new(store), path));
     }
-    let (store, path) = object_store::parse_url_opts(&url, opts.0.iter().cloned()).map_err(|e| e.to_string())?;
+    let (store, path) =
+        object_store::parse_url_opts(&url, opts.0.iter().cloned()).map_err(|e| e.to_string())?;
     Ok((Arc::from(store), path))
 }
 
@@ -44,20 +48,30 @@ pub fn output_uri(prefix: &str, namespace: &str, name: &str, file: &str) -> Stri
 
 /// Writes `bytes` at `uri`.
 pub async fn put(uri: &str, bytes: Vec<u8>, opts: &ObjectStoreOpts) -> Result<(), RunError> {
-    let err = |detail: String| RunError::StoreOutput { name: uri.to_string(), detail };
+    let err = |detail: String| RunError::StoreOutput {
+        name: uri.to_string(),
+        detail,
+    };
     let (store, path) = object_store_for(uri, opts).map_err(err)?;
     if uri.starts_with("file://") {
         // LocalFileSystem creates parent directories itself, but wants the path absolute.
         if let Some(parent) = std::path::Path::new(url_path(uri).as_str()).parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| err(e.to_string()))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| err(e.to_string()))?;
         }
     }
-    store.put(&path, PutPayload::from(bytes)).await.map_err(|e| err(e.to_string()))?;
+    store
+        .put(&path, PutPayload::from(bytes))
+        .await
+        .map_err(|e| err(e.to_string()))?;
     Ok(())
 }
 
 fn url_path(uri: &str) -> String {
-    url::Url::parse(uri).map(|u| u.path().to_string()).unwrap_or_default()
+    url::Url::parse(uri)
+        .map(|u| u.path().to_string())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -66,15 +80,26 @@ mod tests {
 
     #[test]
     fn output_uris_are_prefix_namespace_name_file() {
-        assert_eq!(output_uri("s3://b/p/", "ns", "job", "cutout.png"), "s3://b/p/ns/job/cutout.png");
-        assert_eq!(output_uri("file:///out", "ns", "job", "a.jpg"), "file:///out/ns/job/a.jpg");
+        assert_eq!(
+            output_uri("s3://b/p/", "ns", "job", "cutout.png"),
+            "s3://b/p/ns/job/cutout.png"
+        );
+        assert_eq!(
+            output_uri("file:///out", "ns", "job", "a.jpg"),
+            "file:///out/ns/job/a.jpg"
+        );
     }
 
     #[tokio::test]
     async fn file_outputs_land_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let uri = format!("file://{}/x/y/z.bin", dir.path().display());
-        put(&uri, vec![1, 2, 3], &ObjectStoreOpts::default()).await.unwrap();
-        assert_eq!(std::fs::read(dir.path().join("x/y/z.bin")).unwrap(), vec![1, 2, 3]);
+        put(&uri, vec![1, 2, 3], &ObjectStoreOpts::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("x/y/z.bin")).unwrap(),
+            vec![1, 2, 3]
+        );
     }
 }

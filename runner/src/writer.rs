@@ -20,7 +20,10 @@ pub struct Coalescer {
 impl Coalescer {
     /// At most one non-boundary write per `interval`.
     pub fn new(interval: Duration) -> Self {
-        Self { interval, last: None }
+        Self {
+            interval,
+            last: None,
+        }
     }
 
     /// Whether an update at `now` is written at once; otherwise it waits until the returned
@@ -41,7 +44,11 @@ impl Coalescer {
 }
 
 /// Applies `status` (runner fields only) with the runner's field manager.
-pub async fn apply_status(api: &Api<ClothJob>, name: &str, status: &ClothJobStatus) -> Result<(), kube::Error> {
+pub async fn apply_status(
+    api: &Api<ClothJob>,
+    name: &str,
+    status: &ClothJobStatus,
+) -> Result<(), kube::Error> {
     let body = serde_json::json!({
         "apiVersion": ClothJob::api_version(&()),
         "kind": ClothJob::kind(&()),
@@ -49,7 +56,9 @@ pub async fn apply_status(api: &Api<ClothJob>, name: &str, status: &ClothJobStat
         "status": status,
     });
     let pp = PatchParams::apply(contract::RUNNER_MANAGER).force();
-    api.patch_status(name, &pp, &Patch::Apply(&body)).await.map(|_| ())
+    api.patch_status(name, &pp, &Patch::Apply(&body))
+        .await
+        .map(|_| ())
 }
 
 /// Writes updates until the channel closes; the last state is always written. Returns the
@@ -111,7 +120,11 @@ pub async fn write_updates(
     }
 }
 
-async fn write_with_retries(api: &Api<ClothJob>, name: &str, status: &ClothJobStatus) -> Result<(), kube::Error> {
+async fn write_with_retries(
+    api: &Api<ClothJob>,
+    name: &str,
+    status: &ClothJobStatus,
+) -> Result<(), kube::Error> {
     let mut delay = Duration::from_millis(200);
     for _ in 0..4 {
         match apply_status(api, name, status).await {
@@ -136,7 +149,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(c.decide(t0, false), Ok(()));
         c.wrote(t0);
-        assert_eq!(c.decide(t0 + Duration::from_millis(100), false), Err(t0 + Duration::from_millis(500)));
+        assert_eq!(
+            c.decide(t0 + Duration::from_millis(100), false),
+            Err(t0 + Duration::from_millis(500))
+        );
         assert_eq!(c.decide(t0 + Duration::from_millis(100), true), Ok(()));
         assert_eq!(c.decide(t0 + Duration::from_millis(600), false), Ok(()));
     }

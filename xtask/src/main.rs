@@ -11,7 +11,11 @@ fn main() -> Result<()> {
         "gen-crds" => gen_crds(),
         _ => {
             eprintln!("usage: cargo xtask <gen-crds>");
-            if task == "help" { Ok(()) } else { bail!("unknown task {task}") }
+            if task == "help" {
+                Ok(())
+            } else {
+                bail!("unknown task {task}")
+            }
         }
     }
 }

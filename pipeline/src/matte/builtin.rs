@@ -37,6 +37,8 @@ impl Default for BuiltinRemover {
     }
 }
 
+/// Alpha below this is noise (0), above 1 minus this is opaque (1).
+const ALPHA_FLOOR: f32 = 0.06;
 /// Darkest shadow accepted, as a fraction of the background's brightness.
 const SHADOW_DARKEST: f32 = 0.35;
 /// Brightest accepted background, as a multiple of the model's brightness.
@@ -470,7 +472,9 @@ fn refine(image: &RgbImage, f: usize, coarse: &Coarse) -> Vec<u8> {
             } else {
                 prior
             };
-            *a = (value * 255.0 + 0.5).clamp(0.0, 255.0) as u8;
+            // Snap the noise floor to 0 and near-opaque to 1.
+            let value = ((value - ALPHA_FLOOR) / (1.0 - 2.0 * ALPHA_FLOOR)).clamp(0.0, 1.0);
+            *a = (value * 255.0 + 0.5) as u8;
         }
     });
     alpha

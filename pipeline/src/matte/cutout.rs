@@ -53,6 +53,10 @@ pub fn compose_cutout(
         .ok_or_else(|| PipelineError::Internal("cut-out buffer size".to_owned()))
 }
 
+/// How far (RGB distance) a decontaminated edge colour may stray from the
+/// local garment colour.
+const MAX_EDGE_DEVIATION: f32 = 40.0;
+
 /// Local background and garment colours at a coarse scale.
 struct EdgeColors {
     f: usize,
@@ -103,14 +107,20 @@ impl EdgeColors {
         let fy = (y as f32 + 0.5) / self.f as f32;
         let af = f32::from(a) / 255.0;
         let lean = ((af - 0.15) / 0.45).clamp(0.0, 1.0);
-        let mut out = [0u8; 3];
-        for c in 0..3 {
-            let b = self.bg[c].sample(fx, fy);
-            let g = self.fg[c].sample(fx, fy);
-            let solved = b + (f32::from(p[c]) - b) / af.max(0.05);
-            let v = lean * solved.clamp(0.0, 255.0) + (1.0 - lean) * g;
-            out[c] = (v + 0.5).clamp(0.0, 255.0) as u8;
+        let b = [0, 1, 2].map(|c| self.bg[c].sample(fx, fy));
+        let g = [0, 1, 2].map(|c| self.fg[c].sample(fx, fy));
+        let mut solved =
+            [0, 1, 2].map(|c| (b[c] + (f32::from(p[c]) - b[c]) / af.max(0.05)).clamp(0.0, 255.0));
+        // An over-estimated alpha leaves background in the solved colour: keep
+        // it within the garment's local colour range (texture survives, fringes
+        // do not).
+        let d =
+            ((solved[0] - g[0]).powi(2) + (solved[1] - g[1]).powi(2) + (solved[2] - g[2]).powi(2))
+                .sqrt();
+        if d > MAX_EDGE_DEVIATION {
+            let k = MAX_EDGE_DEVIATION / d;
+            solved = [0, 1, 2].map(|c| g[c] + (solved[c] - g[c]) * k);
         }
-        out
+        [0, 1, 2].map(|c| (lean * solved[c] + (1.0 - lean) * g[c] + 0.5).clamp(0.0, 255.0) as u8)
     }
 }
