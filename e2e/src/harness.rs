@@ -1,6 +1,6 @@
 //! Shared environment (control plane, CRDs, RBAC, binaries) and the per-test [`Case`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -25,12 +25,10 @@ pub struct Binaries {
 static SETUP: OnceCell<Binaries> = OnceCell::const_new();
 
 fn target_dir() -> Result<PathBuf> {
-    // target/<profile>/deps/<test binary> → target/<profile>
+    // target/<profile>/deps/<test binary> or target/<profile>/<binary> → target/<profile>
     let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("locating the target directory")
+    let dir = exe.parent().context("locating the target directory")?;
+    Ok(if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir }.to_path_buf())
 }
 
 /// Builds the operator and runner binaries (a no-op when up to date).
@@ -60,7 +58,8 @@ fn build_binaries() -> Result<Binaries> {
     })
 }
 
-async fn setup(cp: &ControlPlane) -> Result<Binaries> {
+/// Installs the CRDs and the chart's RBAC into `cp` and builds the project's binaries.
+pub async fn setup(cp: &ControlPlane) -> Result<Binaries> {
     let root = bins::workspace_root();
     cp.install_crds(root.join("crds")).await?;
     let helm = bins::ensure_helm()?;

@@ -42,7 +42,7 @@ pub fn on_garment(w: u32, h: u32, x: u32, y: u32) -> bool {
     (inside(&body, fx, fy) || inside(&left, fx, fy) || inside(&right, fx, fy)) && !neck
 }
 
-/// The photo: navy and white stripes on a light grey gradient.
+/// The photo: navy and off-white stripes on a mid-grey studio gradient.
 pub fn tshirt(w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
         if on_garment(w, h, x, y) {
@@ -52,7 +52,7 @@ pub fn tshirt(w: u32, h: u32) -> RgbImage {
                 Rgb([236, 236, 232])
             }
         } else {
-            let g = 214 + (20 * y / h) as u8;
+            let g = 196 + (16 * y / h) as u8;
             Rgb([g, g, g - 2])
         }
     })

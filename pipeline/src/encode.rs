@@ -199,8 +199,7 @@ pub fn encode_image(
             (Format::Jpeg, tw, th, jpg)
         }
         (OutputKind::Picture, Pixels::Rgba(i)) => {
-            let data =
-                resize(i.as_raw(), w, h, tw, th, fr::PixelType::U8x4, lanczos()).map_err(err)?;
+            let data = resize_rgba(i.as_raw(), w, h, tw, th).map_err(err)?;
             if data.chunks_exact(4).any(|p| p[3] != 255) {
                 let png = encode_png(&data, tw, th, png::ColorType::Rgba).map_err(err)?;
                 (Format::Png, tw, th, png)
@@ -278,6 +277,75 @@ pub(crate) fn resize(
     Ok(dst.into_vec())
 }
 
+/// Lanczos3 resize of straight-alpha RGBA. A cut-out is mostly transparent:
+/// only the destination rectangle around the source's alpha box (plus the
+/// kernel's reach) is computed, with the same sampling positions as a full
+/// resize; the rest stays transparent black, which is what a full resize with
+/// premultiplied alpha gives there.
+pub(crate) fn resize_rgba(
+    data: &[u8],
+    w: u32,
+    h: u32,
+    tw: u32,
+    th: u32,
+) -> Result<Vec<u8>, String> {
+    if (w, h) == (tw, th) {
+        return Ok(data.to_vec());
+    }
+    let (wu, hu) = (w as usize, h as usize);
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+    for (y, row) in data.chunks_exact(wu * 4).enumerate().take(hu) {
+        let mut first = None;
+        let mut last = 0;
+        for (x, px) in row.chunks_exact(4).enumerate() {
+            if px[3] != 0 {
+                first.get_or_insert(x);
+                last = x;
+            }
+        }
+        if let Some(f) = first {
+            x0 = x0.min(f);
+            x1 = x1.max(last);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    let mut out = vec![0u8; tw as usize * th as usize * 4];
+    if x0 > x1 {
+        return Ok(out); // fully transparent
+    }
+    let (sx, sy) = (f64::from(tw) / f64::from(w), f64::from(th) / f64::from(h));
+    // Lanczos3 reaches 3 source pixels (scaled) either side: 4 output pixels
+    // of margin covers it for any downscale.
+    let dx0 = ((x0 as f64 * sx).floor() as u32).saturating_sub(4);
+    let dy0 = ((y0 as f64 * sy).floor() as u32).saturating_sub(4);
+    let dx1 = (((x1 + 1) as f64 * sx).ceil() as u32 + 4).min(tw);
+    let dy1 = (((y1 + 1) as f64 * sy).ceil() as u32 + 4).min(th);
+    let (dw, dh) = (dx1 - dx0, dy1 - dy0);
+    if u64::from(dw) * u64::from(dh) * 10 > u64::from(tw) * u64::from(th) * 7 {
+        return resize(data, w, h, tw, th, fr::PixelType::U8x4, lanczos());
+    }
+    let src =
+        fr::images::ImageRef::new(w, h, data, fr::PixelType::U8x4).map_err(|e| e.to_string())?;
+    let mut dst = fr::images::Image::new(dw, dh, fr::PixelType::U8x4);
+    let options = fr::ResizeOptions::new().resize_alg(lanczos()).crop(
+        f64::from(dx0) / sx,
+        f64::from(dy0) / sy,
+        f64::from(dw) / sx,
+        f64::from(dh) / sy,
+    );
+    fr::Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| e.to_string())?;
+    let part = dst.buffer();
+    let (tw_us, dw_us) = (tw as usize, dw as usize);
+    for (row, chunk) in part.chunks_exact(dw_us * 4).enumerate() {
+        let o = ((dy0 as usize + row) * tw_us + dx0 as usize) * 4;
+        out[o..o + dw_us * 4].copy_from_slice(chunk);
+    }
+    Ok(out)
+}
+
 fn flatten_on_white(rgba: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
     for p in rgba.chunks_exact(4) {
@@ -327,4 +395,40 @@ fn encode_png(data: &[u8], w: u32, h: u32, color: png::ColorType) -> Result<Vec<
         writer.finish().map_err(|e| e.to_string())?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_rgba_resize_matches_the_full_resize() {
+        // A soft-edged opaque disc with texture on a transparent 700x500 frame.
+        let (w, h) = (700u32, 500u32);
+        let mut data = vec![0u8; (w * h * 4) as usize];
+        for y in 0..h {
+            for x in 0..w {
+                let d = ((x as f32 - 420.0).powi(2) + (y as f32 - 260.0).powi(2)).sqrt();
+                let a = ((120.0 - d) / 3.0).clamp(0.0, 1.0);
+                if a > 0.0 {
+                    let i = ((y * w + x) * 4) as usize;
+                    data[i] = (x * 7 % 256) as u8;
+                    data[i + 1] = (y * 3 % 256) as u8;
+                    data[i + 2] = 90;
+                    data[i + 3] = (a * 255.0) as u8;
+                }
+            }
+        }
+        let (tw, th) = target_size(w, h, 333);
+        let full = resize(&data, w, h, tw, th, fr::PixelType::U8x4, lanczos()).unwrap();
+        let sparse = resize_rgba(&data, w, h, tw, th).unwrap();
+        let worst = full
+            .iter()
+            .zip(&sparse)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "largest difference {worst}");
+        assert!(full.iter().any(|&v| v != 0));
+    }
 }

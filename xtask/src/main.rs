@@ -1,27 +1,54 @@
 //! `cargo xtask <task>`: the one entry point for developer tasks.
 
+mod demo;
+
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  gen-crds     write crds/ and the chart's CRD copy from the Rust types
+  build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, s3s-fs
+  test [ARGS]  fmt check, clippy -D warnings, helm lint, then cargo test --workspace [ARGS]
+  demo         a local control plane, the operator, the sample ClothJob with live progress";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().map(String::as_str).unwrap_or("help");
     match task {
         "gen-crds" => gen_crds(),
-        _ => {
-            eprintln!("usage: cargo xtask <gen-crds>");
-            if task == "help" {
-                Ok(())
-            } else {
-                bail!("unknown task {task}")
-            }
+        "build-k8s" => build_k8s().map(|_| ()),
+        "test" => test(&args[1..]),
+        "demo" => demo::run(),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
         }
+        _ => bail!("unknown task {task}\n\n{USAGE}"),
     }
 }
 
-fn root() -> PathBuf {
+/// The workspace root.
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    eprintln!("==> {what}");
+    let status = cmd.status().with_context(|| format!("running {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
 }
 
 /// Writes crds/ (and the chart's copy) from the Rust types.
@@ -33,4 +60,28 @@ fn gen_crds() -> Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// Builds or locates every external binary the tests use; returns helm's path.
+fn build_k8s() -> Result<PathBuf> {
+    eprintln!("==> control-plane binaries (cached under ~/.cache/clothjob; honours CLOTHJOB_K8S_BIN_DIR and KUBEBUILDER_ASSETS)");
+    let bins = clothjob_testenv::ensure_k8s_binaries()?;
+    eprintln!("    kube-apiserver: {}", bins.kube_apiserver.display());
+    let helm = clothjob_testenv::ensure_helm()?;
+    eprintln!("    helm: {}", helm.display());
+    let s3 = clothjob_testenv::ensure_s3_server()?;
+    eprintln!("    s3s-fs: {}", s3.display());
+    Ok(helm)
+}
+
+/// The project's checks and tests, as CI runs them.
+fn test(extra: &[String]) -> Result<()> {
+    run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    run(
+        "cargo clippy",
+        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+    )?;
+    let helm = build_k8s()?;
+    run("helm lint", Command::new(helm).arg("lint").arg(root().join("charts/clothjob-operator")))?;
+    run("cargo test", cargo().args(["test", "--workspace"]).args(extra))
 }
