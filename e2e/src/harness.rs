@@ -28,7 +28,12 @@ fn target_dir() -> Result<PathBuf> {
     // target/<profile>/deps/<test binary> or target/<profile>/<binary> → target/<profile>
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("locating the target directory")?;
-    Ok(if dir.ends_with("deps") { dir.parent().unwrap_or(dir) } else { dir }.to_path_buf())
+    Ok(if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    }
+    .to_path_buf())
 }
 
 /// Builds the operator and runner binaries (a no-op when up to date).

@@ -18,7 +18,10 @@ use crate::root;
 
 /// Runs the demo.
 pub fn run() -> Result<()> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(demo())
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(demo())
 }
 
 async fn demo() -> Result<()> {
@@ -27,13 +30,28 @@ async fn demo() -> Result<()> {
     let cp = ControlPlane::start().await?;
     let b = setup(&cp).await?;
     let ns = "demo";
-    cp.apply_yaml(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")).await?;
-    let _node = FakeNode::start(&cp, NodeConfig::new().namespace(ns).image(contract::DEFAULT_RUNNER_IMAGE, &b.runner)).await?;
+    cp.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+    ))
+    .await?;
+    let _node = FakeNode::start(
+        &cp,
+        NodeConfig::new()
+            .namespace(ns)
+            .image(contract::DEFAULT_RUNNER_IMAGE, &b.runner),
+    )
+    .await?;
     let work = root().join("target/demo");
     std::fs::create_dir_all(&work)?;
-    let kubeconfig = cp.write_kubeconfig_for_service_account(SYSTEM_NAMESPACE, "clothjob-operator").await?;
-    let _operator = OperatorProcess::start(&b.operator, &kubeconfig, ns, &work.join("operator.log")).await?;
-    println!("control plane and operator ready in {:.1} s", started.elapsed().as_secs_f64());
+    let kubeconfig = cp
+        .write_kubeconfig_for_service_account(SYSTEM_NAMESPACE, "clothjob-operator")
+        .await?;
+    let _operator =
+        OperatorProcess::start(&b.operator, &kubeconfig, ns, &work.join("operator.log")).await?;
+    println!(
+        "control plane and operator ready in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
     // The sample photo goes into a ConfigMap; the example's outputs go under target/demo.
     let photo = std::fs::read(root().join("examples/tshirt.jpg"))?;
@@ -47,12 +65,18 @@ async fn demo() -> Result<()> {
         std::fs::create_dir_all(work.join("outputs"))?;
         work.join("outputs").canonicalize()
     })?;
-    let manifest = std::fs::read_to_string(root().join("examples/clothjob.yaml"))?
-        .replace("file:///tmp/clothjob-outputs", &format!("file://{}", out_dir.display()));
+    let manifest = std::fs::read_to_string(root().join("examples/clothjob.yaml"))?.replace(
+        "file:///tmp/clothjob-outputs",
+        &format!("file://{}", out_dir.display()),
+    );
     let path = work.join("clothjob.yaml");
     std::fs::write(&path, manifest)?;
     println!("$ kubectl apply -f examples/clothjob.yaml");
-    let out = cp.kubectl().args(["apply", "-n", ns, "-f"]).arg(&path).output()?;
+    let out = cp
+        .kubectl()
+        .args(["apply", "-n", ns, "-f"])
+        .arg(&path)
+        .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
     if !out.status.success() {
         bail!("kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
@@ -79,29 +103,51 @@ async fn demo() -> Result<()> {
             last = line;
         }
         let conds = s.conditions.unwrap_or_default();
-        if conditions::is_true(&conds, conditions::COMPLETE) || conditions::is_true(&conds, conditions::FAILED) {
+        if conditions::is_true(&conds, conditions::COMPLETE)
+            || conditions::is_true(&conds, conditions::FAILED)
+        {
             println!();
             break cj;
         }
         if Instant::now() > deadline {
-            bail!("the demo job did not finish in time; see {}", work.join("operator.log").display());
+            bail!(
+                "the demo job did not finish in time; see {}",
+                work.join("operator.log").display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let out = cp.kubectl().args(["get", "clothjobs", "-n", ns, "-o", "wide"]).output()?;
-    println!("$ kubectl get clothjobs -o wide\n{}", String::from_utf8_lossy(&out.stdout));
+    let out = cp
+        .kubectl()
+        .args(["get", "clothjobs", "-n", ns, "-o", "wide"])
+        .output()?;
+    println!(
+        "$ kubectl get clothjobs -o wide\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let s = cj.status.context("status")?;
     if s.phase.map(|p| p.as_str()) != Some("Succeeded") {
         bail!("the job failed: {}", s.message.unwrap_or_default());
     }
     println!("{:<20} {:>9}", "stage", "seconds");
     for st in s.stages.unwrap_or_default() {
-        println!("{:<20} {:>9.3}", st.name, st.duration_ms.unwrap_or(0) as f64 / 1000.0);
+        println!(
+            "{:<20} {:>9.3}",
+            st.name,
+            st.duration_ms.unwrap_or(0) as f64 / 1000.0
+        );
     }
     println!("\noutputs:");
     for o in s.outputs.unwrap_or_default() {
-        println!("  {:<9} {:>5}x{:<5} {:>8} B  {}", o.name, o.width, o.height, o.bytes, o.uri);
+        println!(
+            "  {:<9} {:>5}x{:<5} {:>8} B  {}",
+            o.name, o.width, o.height, o.bytes, o.uri
+        );
     }
-    println!("\ndone in {:.1} s; outputs in {}", started.elapsed().as_secs_f64(), out_dir.join(ns).join("tshirt").display());
+    println!(
+        "\ndone in {:.1} s; outputs in {}",
+        started.elapsed().as_secs_f64(),
+        out_dir.join(ns).join("tshirt").display()
+    );
     Ok(())
 }

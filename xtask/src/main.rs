@@ -64,7 +64,9 @@ fn gen_crds() -> Result<()> {
 
 /// Builds or locates every external binary the tests use; returns helm's path.
 fn build_k8s() -> Result<PathBuf> {
-    eprintln!("==> control-plane binaries (cached under ~/.cache/clothjob; honours CLOTHJOB_K8S_BIN_DIR and KUBEBUILDER_ASSETS)");
+    eprintln!(
+        "==> control-plane binaries (cached under ~/.cache/clothjob; honours CLOTHJOB_K8S_BIN_DIR and KUBEBUILDER_ASSETS)"
+    );
     let bins = clothjob_testenv::ensure_k8s_binaries()?;
     eprintln!("    kube-apiserver: {}", bins.kube_apiserver.display());
     let helm = clothjob_testenv::ensure_helm()?;
@@ -76,12 +78,30 @@ fn build_k8s() -> Result<PathBuf> {
 
 /// The project's checks and tests, as CI runs them.
 fn test(extra: &[String]) -> Result<()> {
-    run("cargo fmt --check", cargo().args(["fmt", "--all", "--check"]))?;
+    run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    )?;
     run(
         "cargo clippy",
-        cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
     )?;
     let helm = build_k8s()?;
-    run("helm lint", Command::new(helm).arg("lint").arg(root().join("charts/clothjob-operator")))?;
-    run("cargo test", cargo().args(["test", "--workspace"]).args(extra))
+    run(
+        "helm lint",
+        Command::new(helm)
+            .arg("lint")
+            .arg(root().join("charts/clothjob-operator")),
+    )?;
+    run(
+        "cargo test",
+        cargo().args(["test", "--workspace"]).args(extra),
+    )
 }
