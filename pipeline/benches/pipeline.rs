@@ -137,7 +137,7 @@ fn bench_encode(dir: &Path, rounds: usize) {
             } else {
                 OutputKind::Picture
             };
-            let (t, _) = best_of(3, || encode_dynamic(stem, img, kind, &options).unwrap());
+            let (t, _) = best_of(15, || encode_dynamic(stem, img, kind, &options).unwrap());
             eprintln!("  {stem}: {:.1} ms single-threaded", t * 1e3);
         }
     }
