@@ -28,5 +28,5 @@ pub use options::{
     ExpansionOptions, Options, SegmentationBackend, SegmentationOptions,
 };
 pub use output::{BoundingBox, EncodedOutput, NamedColor, Region, RunOutput};
-pub use pipeline::run;
+pub use pipeline::{Backends, run, run_with};
 pub use progress::{NoProgress, ProgressSink, StageName, StageReport};

@@ -10,10 +10,10 @@ use crate::encode::{OutputImage, OutputKind, Pixels, encode_all};
 use crate::error::PipelineError;
 use crate::expand::{Expanded, expand};
 use crate::limits::Limits;
-use crate::matte::{compose_cutout, remover_for};
+use crate::matte::{BackgroundRemover, compose_cutout, remover_for};
 use crate::options::{
-    BackgroundRemovalOptions, ExpansionBackend, ExpansionOptions, Options, SegmentationBackend,
-    SegmentationOptions,
+    BackgroundRemovalBackend, BackgroundRemovalOptions, ExpansionBackend, ExpansionOptions,
+    Options, SegmentationBackend, SegmentationOptions,
 };
 use crate::output::RunOutput;
 use crate::progress::{ProgressSink, StageName, StageReport};
@@ -30,8 +30,29 @@ pub fn run(
     limits: &Limits,
     sink: &mut dyn ProgressSink,
 ) -> Result<RunOutput, PipelineError> {
+    run_with(input, options, limits, sink, &Backends::default())
+}
+
+/// Implementations the caller supplies for backends this crate does not
+/// have (an ONNX session, a client of a remote service). A supplied
+/// implementation is used whenever the stage's configured backend is not
+/// `Builtin`; its `name()` should match the configured backend.
+#[derive(Default, Clone, Copy)]
+pub struct Backends<'a> {
+    /// Used for `BackgroundRemovalBackend::Onnx` and `::Remote`.
+    pub background_remover: Option<&'a dyn BackgroundRemover>,
+}
+
+/// [`run`] with caller-supplied backends.
+pub fn run_with(
+    input: &[u8],
+    options: &Options,
+    limits: &Limits,
+    sink: &mut dyn ProgressSink,
+    backends: &Backends<'_>,
+) -> Result<RunOutput, PipelineError> {
     let image = decode(input, limits)?;
-    run_decoded(&image, options, sink)
+    run_decoded_with(&image, options, sink, backends)
 }
 
 /// Runs the stages on an already decoded image (see [`run`]).
@@ -39,6 +60,16 @@ pub fn run_decoded(
     image: &DynamicImage,
     options: &Options,
     sink: &mut dyn ProgressSink,
+) -> Result<RunOutput, PipelineError> {
+    run_decoded_with(image, options, sink, &Backends::default())
+}
+
+/// [`run_decoded`] with caller-supplied backends.
+pub fn run_decoded_with(
+    image: &DynamicImage,
+    options: &Options,
+    sink: &mut dyn ProgressSink,
+    backends: &Backends<'_>,
 ) -> Result<RunOutput, PipelineError> {
     let mut stages = Vec::new();
     let working = working_rgb(image);
@@ -54,7 +85,7 @@ pub fn run_decoded(
             &mut stages,
             StageName::BackgroundRemoval,
             o.backend.name(),
-            |sink| remove_background(image, &working, o, sink),
+            |sink| remove_background(image, &working, o, backends, sink),
         )?),
     };
 
@@ -190,15 +221,31 @@ fn remove_background(
     image: &DynamicImage,
     working: &RgbImage,
     options: &BackgroundRemovalOptions,
+    backends: &Backends<'_>,
     sink: &mut dyn ProgressSink,
 ) -> Result<Matte, PipelineError> {
     let stage = StageName::BackgroundRemoval;
-    let remover = remover_for(&options.backend)?;
+    let own;
+    let remover: &dyn BackgroundRemover = match (&options.backend, backends.background_remover) {
+        (BackgroundRemovalBackend::Builtin, _) | (_, None) => {
+            own = remover_for(&options.backend)?;
+            own.as_ref()
+        }
+        (_, Some(supplied)) => supplied,
+    };
     // An input that already has transparency is a cut-out: keep its alpha.
     let alpha = match input_alpha(image) {
         Some(a) => a,
         None => remover.alpha(working, &mut |f| sink.stage_progress(stage, 0.8 * f))?,
     };
+    if alpha.dimensions() != working.dimensions() {
+        return Err(PipelineError::Internal(format!(
+            "the {} remover returned a {:?} alpha for a {:?} image",
+            remover.name(),
+            alpha.dimensions(),
+            working.dimensions()
+        )));
+    }
     let cutout = compose_cutout(working, &alpha, options.decontaminate)?;
     Ok(Matte { alpha, cutout })
 }

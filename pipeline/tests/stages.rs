@@ -550,3 +550,60 @@ fn odd_and_tiny_inputs_never_panic() {
         }
     }
 }
+
+/// A stand-in for a remote service: a fixed rectangle.
+struct RectangleService;
+
+impl clothjob_pipeline::matte::BackgroundRemover for RectangleService {
+    fn name(&self) -> &str {
+        "remote"
+    }
+    fn alpha(
+        &self,
+        image: &RgbImage,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<GrayImage, PipelineError> {
+        progress(1.0);
+        let (w, h) = image.dimensions();
+        Ok(GrayImage::from_fn(w, h, |x, y| {
+            image::Luma([
+                if x >= w / 4 && x < w * 3 / 4 && y >= h / 4 && y < h * 3 / 4 {
+                    255
+                } else {
+                    0
+                },
+            ])
+        }))
+    }
+}
+
+#[test]
+fn a_caller_supplied_remover_plugs_in() {
+    let (photo, _) = synth::render(&striped_shirt(400, 400));
+    let options = Options {
+        background_removal: Some(BackgroundRemovalOptions {
+            backend: BackgroundRemovalBackend::Remote {
+                url: "http://127.0.0.1:1/api/remove".to_owned(),
+            },
+            ..BackgroundRemovalOptions::default()
+        }),
+        ..Options::default()
+    };
+    let service = RectangleService;
+    let backends = clothjob_pipeline::Backends {
+        background_remover: Some(&service),
+    };
+    let mut events = Events::default();
+    let out = clothjob_pipeline::run_with(
+        &jpeg(&photo, None),
+        &options,
+        &Limits::default(),
+        &mut events,
+        &backends,
+    )
+    .unwrap();
+    assert_eq!(events.0[0], "start backgroundRemoval remote");
+    assert_eq!(out.stages[0].backend, "remote");
+    let garment = out.outputs.iter().find(|o| o.role == "garment").unwrap();
+    assert_eq!((garment.width, garment.height), (200, 200));
+}
