@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the one entry point for developer tasks.
 
+mod bench;
 mod demo;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +14,8 @@ tasks:
   gen-crds     write crds/ and the chart's CRD copy from the Rust types
   build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, s3s-fs
   test [ARGS]  fmt check, clippy -D warnings, helm lint, then cargo test --workspace [ARGS]
-  demo         a local control plane, the operator, the sample ClothJob with live progress";
+  demo         a local control plane, the operator, the sample ClothJob with live progress
+  bench        the anchors of ../shared/bench and our pipeline in one run, as ratios";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +25,7 @@ fn main() -> Result<()> {
         "build-k8s" => build_k8s().map(|_| ()),
         "test" => test(&args[1..]),
         "demo" => demo::run(),
+        "bench" => bench::run(),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
