@@ -346,6 +346,22 @@ pub(crate) fn resize_rgba(
     Ok(out)
 }
 
+/// Lanczos3 resize of 8-bit RGB.
+pub(crate) fn resize_rgb(data: &[u8], w: u32, h: u32, tw: u32, th: u32) -> Result<Vec<u8>, String> {
+    resize(data, w, h, tw, th, fr::PixelType::U8x3, lanczos())
+}
+
+/// Lanczos3 resize of straight-alpha RGBA over the whole frame.
+pub(crate) fn resize_rgba_full(
+    data: &[u8],
+    w: u32,
+    h: u32,
+    tw: u32,
+    th: u32,
+) -> Result<Vec<u8>, String> {
+    resize(data, w, h, tw, th, fr::PixelType::U8x4, lanczos())
+}
+
 fn flatten_on_white(rgba: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rgba.len() / 4 * 3);
     for p in rgba.chunks_exact(4) {

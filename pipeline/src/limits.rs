@@ -5,9 +5,11 @@
 ///
 /// Defaults: 64 MiB of encoded bytes (a phone JPEG is 2-12 MB, a 48 Mpx PNG
 /// can reach ~60 MB) and 64 Mpx decoded (8192x8192: every phone main camera up
-/// to 50 Mpx fits, 200 Mpx sensors bin to 12.5 Mpx by default). Working memory
-/// grows with pixels (about 9 bytes per pixel at peak for the builtin stages),
-/// so 64 Mpx needs roughly 600 MiB; size the pod accordingly or lower the limit.
+/// to 50 Mpx fits, 200 Mpx sensors bin to 12.5 Mpx by default). The decoded
+/// image costs 3-8 bytes per pixel; the stages then work at most at
+/// [`crate::pipeline::WORK_MAX_SIDE`] px (measured peak RSS of a whole run:
+/// 113 MiB at 2000x2000, ~325 MiB at 4000x4000), so a 64 Mpx input peaks
+/// around 200 MiB (decode) + 330 MiB (stages at 4096 px).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted input, in bytes.

@@ -64,7 +64,8 @@ pub struct NamedColor {
 pub struct Region {
     /// The label in the `segments` map (1..=255; 0 is the background).
     pub label: u8,
-    /// Pixels with this label.
+    /// Pixels with this label (in the decoded input's pixels; counted at the
+    /// working size and scaled when the input was larger than it).
     pub pixels: u64,
     /// Share of the garment's pixels with this label, 0..=1.
     pub area_fraction: f32,

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
+use image::{DynamicImage, GenericImageView, GrayImage, RgbImage, RgbaImage};
 
 use crate::decode::decode;
 use crate::encode::{OutputImage, OutputKind, Pixels, encode_all};
@@ -52,7 +52,66 @@ pub fn run_with(
     backends: &Backends<'_>,
 ) -> Result<RunOutput, PipelineError> {
     let image = decode(input, limits)?;
-    run_decoded_with(&image, options, sink, backends)
+    // Free the full-size decode before the stages when it is larger than
+    // the working size.
+    match shrink_for_work(&image)? {
+        Some(small) => {
+            let full = image.dimensions();
+            drop(image);
+            let mut out = run_stages(&small, options, sink, backends)?;
+            rescale_regions(&mut out, small.dimensions(), full);
+            Ok(out)
+        }
+        None => run_stages(&image, options, sink, backends),
+    }
+}
+
+/// Maps region boxes and pixel counts from the working image back to the
+/// decoded input's pixels.
+fn rescale_regions(out: &mut RunOutput, work: (u32, u32), full: (u32, u32)) {
+    let sx = f64::from(full.0) / f64::from(work.0.max(1));
+    let sy = f64::from(full.1) / f64::from(work.1.max(1));
+    for r in &mut out.regions {
+        let b = r.bbox;
+        let x0 = (f64::from(b.x) * sx).floor() as u32;
+        let y0 = (f64::from(b.y) * sy).floor() as u32;
+        let x1 = ((f64::from(b.x + b.width) * sx).ceil() as u32).min(full.0);
+        let y1 = ((f64::from(b.y + b.height) * sy).ceil() as u32).min(full.1);
+        r.bbox = crate::output::BoundingBox {
+            x: x0,
+            y: y0,
+            width: x1.saturating_sub(x0),
+            height: y1.saturating_sub(y0),
+        };
+        r.pixels = (r.pixels as f64 * sx * sy).round() as u64;
+    }
+}
+
+/// Longest side the stages work at. Outputs are at most the encoder's max
+/// side (1024 by default), so larger photos (48 Mpx phone shots) are first
+/// reduced with Lanczos3; this bounds memory and time.
+pub const WORK_MAX_SIDE: u32 = 4096;
+
+/// The image reduced to [`WORK_MAX_SIDE`] (8-bit), or `None` when it fits.
+fn shrink_for_work(image: &DynamicImage) -> Result<Option<DynamicImage>, PipelineError> {
+    let (w, h) = (image.width(), image.height());
+    if w.max(h) <= WORK_MAX_SIDE {
+        return Ok(None);
+    }
+    let (tw, th) = crate::encode::target_size(w, h, WORK_MAX_SIDE);
+    let err = |e: String| PipelineError::Internal(format!("reducing the input: {e}"));
+    let small = if image.color().has_alpha() {
+        let rgba = image.to_rgba8();
+        let data = crate::encode::resize_rgba_full(rgba.as_raw(), w, h, tw, th).map_err(err)?;
+        RgbaImage::from_raw(tw, th, data).map(DynamicImage::ImageRgba8)
+    } else {
+        let rgb = working_rgb(image);
+        let data = crate::encode::resize_rgb(rgb.as_raw(), w, h, tw, th).map_err(err)?;
+        RgbImage::from_raw(tw, th, data).map(DynamicImage::ImageRgb8)
+    };
+    small
+        .map(Some)
+        .ok_or_else(|| PipelineError::Internal("reduced input size".to_owned()))
 }
 
 /// Runs the stages on an already decoded image (see [`run`]).
@@ -66,6 +125,20 @@ pub fn run_decoded(
 
 /// [`run_decoded`] with caller-supplied backends.
 pub fn run_decoded_with(
+    image: &DynamicImage,
+    options: &Options,
+    sink: &mut dyn ProgressSink,
+    backends: &Backends<'_>,
+) -> Result<RunOutput, PipelineError> {
+    if let Some(small) = shrink_for_work(image)? {
+        let mut out = run_stages(&small, options, sink, backends)?;
+        rescale_regions(&mut out, small.dimensions(), image.dimensions());
+        return Ok(out);
+    }
+    run_stages(image, options, sink, backends)
+}
+
+fn run_stages(
     image: &DynamicImage,
     options: &Options,
     sink: &mut dyn ProgressSink,

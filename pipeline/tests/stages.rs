@@ -607,3 +607,34 @@ fn a_caller_supplied_remover_plugs_in() {
     let garment = out.outputs.iter().find(|o| o.role == "garment").unwrap();
     assert_eq!((garment.width, garment.height), (200, 200));
 }
+
+#[test]
+fn photos_over_the_working_size_are_reduced_first() {
+    // 5200x3900 (20 Mpx): the stages work at 4096 px; outputs are still right.
+    let (photo, truth) = synth::render(&Scene {
+        jpeg: None,
+        ..striped_shirt(5200, 3900)
+    });
+    let out = run(
+        &jpeg(&photo, None),
+        &Options::default(),
+        &Limits::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!(clothjob_pipeline::pipeline::WORK_MAX_SIDE, 4096);
+    let original = &out.outputs[0];
+    assert_eq!((original.width, original.height), (1024, 768));
+    let mask = decode_out(&out.outputs[2].bytes).to_luma8();
+    let truth_small = DynamicImage::ImageLuma8(truth)
+        .resize_exact(1024, 768, image::imageops::FilterType::Triangle)
+        .to_luma8();
+    let iou = synth::iou(&mask, &truth_small);
+    assert!(iou > 0.97, "mask IoU {iou}");
+    // Region boxes come back in the input's pixels: the shirt spans about
+    // 0.64 x 0.68 of the frame (3328 x 2652).
+    let b = out.regions[0].bbox;
+    assert!(b.width > 3250 && b.width < 3400, "{b:?}");
+    assert!(b.height > 2580 && b.height < 2720, "{b:?}");
+    assert!(b.x + b.width <= 5200 && b.y + b.height <= 3900);
+}
