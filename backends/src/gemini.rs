@@ -1,0 +1,910 @@
+//! `gemini` expansion: puts a garment cut-out on a catalog canvas with Gemini's
+//! image model through the `generateContent` REST API.
+//!
+//! Request (Gemini API, v1beta): `POST {endpoint}/v1beta/models/{model}:generateContent`,
+//! header `x-goog-api-key: KEY`, body
+//! `{"contents":[{"parts":[{"text":PROMPT},{"inlineData":{"mimeType":"image/png","data":BASE64}}]}],
+//!   "generationConfig":{"responseModalities":["TEXT","IMAGE"],"imageConfig":{"aspectRatio":"3:4"}}}`.
+//! The request body stays under [`GeminiConfig::max_request_bytes`] (the API's
+//! 20 MB inline limit): the input is first capped at
+//! [`GeminiConfig::max_input_side`], then downscaled until the body fits.
+//!
+//! Reply: the image is the first `inlineData` (or `inline_data`) image part of
+//! any candidate (parts marked `thought` only as a last resort); it is cropped
+//! (centred, minimal) to exactly the requested aspect ratio. A reply without an
+//! image fails with its reason: `promptFeedback.blockReason`, or a candidate's
+//! `finishReason` (`IMAGE_SAFETY`, `SAFETY`, `NO_IMAGE`, `RECITATION`, …), or
+//! the model's text when it stopped normally: [`GeminiError::Blocked`] /
+//! [`GeminiError::NoImage`], never retried.
+//!
+//! Retries: HTTP 408, 429, 500, 502, 503, 504, time-outs and connection errors
+//! are retried with exponential back-off and jitter, waiting at least what the
+//! server asks for (`Retry-After` header, or `google.rpc.RetryInfo.retryDelay`
+//! in the error body), at most [`GeminiConfig::max_attempts`] attempts and never
+//! past [`GeminiConfig::total_timeout`] (each attempt's time-out is cut to the
+//! time left; a wait that would end past it is not started). Other statuses
+//! (400, 401, 403, 404, …) and malformed replies are never retried.
+
+use std::fmt;
+use std::io::Cursor;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use clothjob_pipeline::{PipelineError, StageName};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageFormat, RgbaImage};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use url::Url;
+
+use crate::remote::{chain, quote};
+
+/// The backend's name in reports and errors.
+pub const BACKEND_NAME: &str = "gemini";
+
+/// The Gemini API's public endpoint.
+pub const DEFAULT_ENDPOINT: &str = "https://generativelanguage.googleapis.com";
+
+/// The default image model.
+pub const DEFAULT_MODEL: &str = "gemini-2.5-flash-image";
+
+/// The API's limit on a request with inline data is 20 MB; stay a little under.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 19_500_000;
+
+/// The aspect ratios `imageConfig.aspectRatio` accepts.
+pub const SUPPORTED_ASPECT_RATIOS: [(u32, u32); 10] = [
+    (1, 1),
+    (2, 3),
+    (3, 2),
+    (3, 4),
+    (4, 3),
+    (4, 5),
+    (5, 4),
+    (9, 16),
+    (16, 9),
+    (21, 9),
+];
+
+/// HTTP statuses that are retried.
+const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
+
+/// The default instructions; `{ratio}` is replaced by the aspect ratio.
+const DEFAULT_PROMPT: &str = "This is a photo of a single garment cut out from its background. \
+Make a catalog product image of it with aspect ratio {ratio}: the same garment, unchanged \
+(shape, proportions, colours, fabric texture, print, logos, seams and every detail kept \
+exactly), centred and fully visible with a small even margin, on a plain, evenly lit, very \
+light grey studio background with only a soft natural shadow beneath it. No person, \
+mannequin, hanger, props, text or watermark.";
+
+/// Settings of a [`GeminiExpander`]. `Debug` does not show the key.
+#[derive(Clone)]
+pub struct GeminiConfig {
+    /// API base, `https://generativelanguage.googleapis.com` by default.
+    pub endpoint: String,
+    /// Model name (`gemini-2.5-flash-image`, `gemini-3-pro-image-preview`, …);
+    /// a leading `models/` is accepted.
+    pub model: String,
+    /// The API key, sent as `x-goog-api-key` (the caller reads `GEMINI_API_KEY`).
+    pub api_key: String,
+    /// Replaces the default instructions; `{ratio}` in it becomes e.g. `3:4`.
+    pub prompt: Option<String>,
+    /// Time-out of one attempt (connect, upload, generation, reply).
+    pub request_timeout: Duration,
+    /// Cap on the whole call: all attempts and the waits between them.
+    pub total_timeout: Duration,
+    /// Attempts at most, the first included (at least 1).
+    pub max_attempts: u32,
+    /// First back-off (doubled after each failure, with jitter).
+    pub initial_backoff: Duration,
+    /// Longest back-off of our own (a server's `Retry-After` may be longer).
+    pub max_backoff: Duration,
+    /// The longest side of the image sent (larger inputs are downscaled).
+    pub max_input_side: u32,
+    /// The request body is kept under this many bytes.
+    pub max_request_bytes: usize,
+}
+
+impl GeminiConfig {
+    /// Defaults for `model` with `api_key`: public endpoint, 120 s per attempt,
+    /// 300 s in all, 5 attempts, back-off 1 s doubling up to 30 s, inputs at
+    /// most 3072 px and 19.5 MB.
+    pub fn new(api_key: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            model: model.into(),
+            api_key: api_key.into(),
+            prompt: None,
+            request_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(300),
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(30),
+            max_input_side: 3072,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+impl fmt::Debug for GeminiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GeminiConfig")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.model)
+            .field("api_key", &"<redacted>")
+            .field("prompt", &self.prompt)
+            .field("request_timeout", &self.request_timeout)
+            .field("total_timeout", &self.total_timeout)
+            .field("max_attempts", &self.max_attempts)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("max_input_side", &self.max_input_side)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .finish()
+    }
+}
+
+/// Why an expansion failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GeminiError {
+    /// The settings cannot work (no key, a bad endpoint or model, zero limits,
+    /// a zero aspect ratio).
+    #[error("invalid Gemini settings: {0}")]
+    InvalidConfig(String),
+    /// The input image could not be prepared (encoded, shrunk to the size cap).
+    #[error("cannot prepare the image for Gemini: {0}")]
+    Image(String),
+    /// Gemini answered an HTTP error.
+    #[error("Gemini answered HTTP {status}{}: {message}", status_name.as_deref().map(|s| format!(" {s}")).unwrap_or_default())]
+    Http {
+        /// The HTTP status.
+        status: u16,
+        /// `error.status` of the body (`RESOURCE_EXHAUSTED`, `INVALID_ARGUMENT`, …).
+        status_name: Option<String>,
+        /// `error.message` of the body, or the start of the body.
+        message: String,
+        /// How long the server asked to wait (`Retry-After` or `RetryInfo`).
+        retry_after: Option<Duration>,
+    },
+    /// No reply within the attempt's time-out.
+    #[error("Gemini did not reply within {0:?}")]
+    Timeout(Duration),
+    /// The endpoint could not be reached (refused, reset, DNS, TLS).
+    #[error("cannot reach Gemini at {endpoint}: {detail}")]
+    Connection {
+        /// The URL asked.
+        endpoint: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The reply has no image because the prompt or the output was blocked:
+    /// `promptFeedback.blockReason` or a `finishReason` other than `STOP`.
+    #[error("Gemini returned no image: blocked ({reason}){}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Blocked {
+        /// `SAFETY`, `IMAGE_SAFETY`, `PROHIBITED_CONTENT`, `NO_IMAGE`, `RECITATION`, …
+        reason: String,
+        /// `blockReasonMessage` / `finishMessage`, if any.
+        message: Option<String>,
+    },
+    /// The model stopped normally but answered without an image.
+    #[error("Gemini returned no image (finishReason {finish_reason}){}", text.as_deref().map(|t| format!("; it said: {t}")).unwrap_or_default())]
+    NoImage {
+        /// The candidate's `finishReason` (`STOP`, or `none`).
+        finish_reason: String,
+        /// The model's text, shortened.
+        text: Option<String>,
+    },
+    /// The reply is not the documented JSON (not JSON, no candidates, bad
+    /// base64, an image that does not decode).
+    #[error("malformed reply from Gemini: {0}")]
+    MalformedResponse(String),
+    /// Every attempt failed with a retryable error, or the next wait would
+    /// pass the total time cap.
+    #[error("Gemini failed after {attempts} attempt(s) in {elapsed:.1?}: {last}")]
+    RetriesExhausted {
+        /// Attempts made.
+        attempts: u32,
+        /// Time spent in all.
+        elapsed: Duration,
+        /// The last attempt's error.
+        last: Box<GeminiError>,
+    },
+}
+
+impl GeminiError {
+    /// True when the same request may succeed later (server busy or down,
+    /// time-out, connection error). Blocked replies, rejected requests
+    /// (400/401/403/404 …), malformed replies and bad settings are not.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Http { status, .. } => RETRYABLE_STATUSES.contains(status),
+            Self::Timeout(_) | Self::Connection { .. } | Self::RetriesExhausted { .. } => true,
+            Self::InvalidConfig(_)
+            | Self::Image(_)
+            | Self::Blocked { .. }
+            | Self::NoImage { .. }
+            | Self::MalformedResponse(_) => false,
+        }
+    }
+
+    /// A small bounded label for metrics and events: `InvalidOptions`,
+    /// `Internal`, `Auth` (401/403), `RateLimited` (429), `Unavailable`
+    /// (408, 5xx), `InvalidRequest` (other 4xx and 1xx/3xx), `Timeout`,
+    /// `Connection`, `Blocked`, `NoImage`, `MalformedResponse`; after retries,
+    /// the last error's.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::InvalidConfig(_) => "InvalidOptions",
+            Self::Image(_) => "Internal",
+            Self::Http { status, .. } => match status {
+                401 | 403 => "Auth",
+                429 => "RateLimited",
+                408 | 500..=599 => "Unavailable",
+                _ => "InvalidRequest",
+            },
+            Self::Timeout(_) => "Timeout",
+            Self::Connection { .. } => "Connection",
+            Self::Blocked { .. } => "Blocked",
+            Self::NoImage { .. } => "NoImage",
+            Self::MalformedResponse(_) => "MalformedResponse",
+            Self::RetriesExhausted { last, .. } => last.category(),
+        }
+    }
+
+    /// How long the server asked to wait before the next attempt.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+impl From<GeminiError> for PipelineError {
+    /// Retryable errors become [`PipelineError::BackendUnavailable`] (category
+    /// `Backend`); an image error `Internal`; everything a retry cannot fix
+    /// (settings, rejected request, blocked or imageless reply, a reply that is
+    /// not the API's) [`PipelineError::InvalidOptions`], so the job is not retried.
+    fn from(e: GeminiError) -> Self {
+        if e.is_retryable() {
+            PipelineError::BackendUnavailable {
+                stage: StageName::Expansion,
+                backend: BACKEND_NAME.to_owned(),
+                reason: e.to_string(),
+            }
+        } else if matches!(e, GeminiError::Image(_)) {
+            PipelineError::Internal(e.to_string())
+        } else {
+            PipelineError::InvalidOptions(format!("expansion backend {BACKEND_NAME}: {e}"))
+        }
+    }
+}
+
+/// A successful expansion and how it went.
+#[derive(Debug, Clone)]
+pub struct Expansion {
+    /// The catalog image, exactly the asked aspect ratio.
+    pub image: RgbaImage,
+    /// The size of the image Gemini returned (before the aspect crop).
+    pub raw_size: (u32, u32),
+    /// The size of the image sent (after any downscale).
+    pub sent_size: (u32, u32),
+    /// The `imageConfig.aspectRatio` sent (the nearest supported one).
+    pub aspect_ratio: String,
+    /// Bytes of the request body.
+    pub request_bytes: usize,
+    /// Attempts made (1 = no retry).
+    pub attempts: u32,
+}
+
+/// A Gemini `generateContent` client that expands cut-outs onto catalog canvases.
+#[derive(Debug, Clone)]
+pub struct GeminiExpander {
+    config: GeminiConfig,
+    url: Url,
+    client: Client,
+}
+
+impl GeminiExpander {
+    /// Checks `config` and builds the HTTP client.
+    pub fn new(config: GeminiConfig) -> Result<Self, GeminiError> {
+        if config.api_key.trim().is_empty() {
+            return Err(GeminiError::InvalidConfig(
+                "the API key is empty (set GEMINI_API_KEY)".to_owned(),
+            ));
+        }
+        if config.api_key.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(GeminiError::InvalidConfig(
+                "the API key has spaces or control characters".to_owned(),
+            ));
+        }
+        let model = config.model.trim().trim_start_matches("models/");
+        if model.is_empty()
+            || !model
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(GeminiError::InvalidConfig(format!(
+                "model {:?} is not a model name",
+                config.model
+            )));
+        }
+        let base = Url::parse(config.endpoint.trim()).map_err(|e| {
+            GeminiError::InvalidConfig(format!("endpoint {:?}: {e}", config.endpoint))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            return Err(GeminiError::InvalidConfig(format!(
+                "endpoint {base} must be http(s)://host[:port][/path]"
+            )));
+        }
+        let url = format!(
+            "{}/v1beta/models/{model}:generateContent",
+            base.as_str().trim_end_matches('/')
+        );
+        let url = Url::parse(&url)
+            .map_err(|e| GeminiError::InvalidConfig(format!("request URL {url:?}: {e}")))?;
+        if config.request_timeout.is_zero() || config.total_timeout.is_zero() {
+            return Err(GeminiError::InvalidConfig(
+                "the time-outs must be above zero".to_owned(),
+            ));
+        }
+        if config.max_attempts == 0 {
+            return Err(GeminiError::InvalidConfig(
+                "max_attempts must be at least 1".to_owned(),
+            ));
+        }
+        if config.max_input_side < 64 || config.max_request_bytes < 100_000 {
+            return Err(GeminiError::InvalidConfig(
+                "max_input_side must be at least 64 and max_request_bytes at least 100000"
+                    .to_owned(),
+            ));
+        }
+        let client = Client::builder()
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(15)))
+            .build()
+            .map_err(|e| {
+                GeminiError::InvalidConfig(format!("cannot build the HTTP client: {}", chain(&e)))
+            })?;
+        Ok(Self {
+            config,
+            url,
+            client,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GeminiConfig {
+        &self.config
+    }
+
+    /// The request URL, `{endpoint}/v1beta/models/{model}:generateContent`.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// `image` (a cut-out) on a catalog canvas of aspect ratio `aspect`
+    /// (width, height), made by Gemini; `prompt_extra` is appended to the
+    /// instructions.
+    pub fn expand(
+        &self,
+        image: &RgbaImage,
+        aspect: (u32, u32),
+        prompt_extra: Option<&str>,
+    ) -> Result<RgbaImage, GeminiError> {
+        self.expand_detailed(image, aspect, prompt_extra)
+            .map(|e| e.image)
+    }
+
+    /// [`Self::expand`], with the details of the call.
+    pub fn expand_detailed(
+        &self,
+        image: &RgbaImage,
+        aspect: (u32, u32),
+        prompt_extra: Option<&str>,
+    ) -> Result<Expansion, GeminiError> {
+        let start = Instant::now();
+        let aspect = reduce(aspect)?;
+        let (sent_ratio_w, sent_ratio_h) = nearest_supported(aspect);
+        let aspect_ratio = format!("{sent_ratio_w}:{sent_ratio_h}");
+        let prompt = self.prompt(&aspect_ratio, prompt_extra);
+        let (body, sent_size) = self.body(image, &prompt, &aspect_ratio)?;
+
+        let deadline = start + self.config.total_timeout;
+        let mut attempts = 0u32;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(GeminiError::RetriesExhausted {
+                    attempts,
+                    elapsed: start.elapsed(),
+                    last: Box::new(GeminiError::Timeout(self.config.total_timeout)),
+                });
+            }
+            attempts += 1;
+            let error = match self.attempt(&body, self.config.request_timeout.min(left)) {
+                Ok(raw) => {
+                    let raw_size = raw.dimensions();
+                    return Ok(Expansion {
+                        image: crop_to_aspect(raw, aspect),
+                        raw_size,
+                        sent_size,
+                        aspect_ratio,
+                        request_bytes: body.len(),
+                        attempts,
+                    });
+                }
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) => e,
+            };
+            let exhausted = |last: GeminiError| GeminiError::RetriesExhausted {
+                attempts,
+                elapsed: start.elapsed(),
+                last: Box::new(last),
+            };
+            if attempts >= self.config.max_attempts {
+                return Err(exhausted(error));
+            }
+            let wait = self.wait_before_retry(attempts, error.retry_after());
+            if Instant::now() + wait >= deadline {
+                return Err(exhausted(error));
+            }
+            thread::sleep(wait);
+        }
+    }
+
+    /// The instructions for one call.
+    fn prompt(&self, aspect_ratio: &str, extra: Option<&str>) -> String {
+        let base = self.config.prompt.as_deref().unwrap_or(DEFAULT_PROMPT);
+        let mut prompt = base.replace("{ratio}", aspect_ratio);
+        if let Some(extra) = extra.map(str::trim).filter(|s| !s.is_empty()) {
+            prompt.push(' ');
+            prompt.push_str(extra);
+        }
+        prompt
+    }
+
+    /// The JSON body, with the image downscaled until it fits the size cap.
+    fn body(
+        &self,
+        image: &RgbaImage,
+        prompt: &str,
+        aspect_ratio: &str,
+    ) -> Result<(Vec<u8>, (u32, u32)), GeminiError> {
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Err(GeminiError::Image("the image is empty".to_owned()));
+        }
+        let limit = self.config.max_request_bytes;
+        let mut scale = (f64::from(self.config.max_input_side) / f64::from(w.max(h))).min(1.0);
+        for _ in 0..8 {
+            let (sw, sh) = scaled(w, h, scale);
+            let png = if (sw, sh) == (w, h) {
+                encode_png(image)?
+            } else {
+                encode_png(&image::imageops::resize(
+                    image,
+                    sw,
+                    sh,
+                    FilterType::Triangle,
+                ))?
+            };
+            let body = request_body(prompt, &png, aspect_ratio)?;
+            if body.len() < limit {
+                return Ok((body, (sw, sh)));
+            }
+            // The PNG's size goes roughly with the pixel count.
+            scale *= (limit as f64 / body.len() as f64).sqrt() * 0.9;
+        }
+        Err(GeminiError::Image(format!(
+            "cannot bring a {w}x{h} image under {limit} bytes"
+        )))
+    }
+
+    /// One request; the image of a successful reply.
+    fn attempt(&self, body: &[u8], timeout: Duration) -> Result<RgbaImage, GeminiError> {
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .timeout(timeout)
+            .header("x-goog-api-key", &self.config.api_key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .send();
+        let response = sent.map_err(|e| self.transport_error(&e, timeout))?;
+        let status = response.status();
+        let header_delay = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = response
+            .bytes()
+            .map_err(|e| self.transport_error(&e, timeout))?;
+        if !status.is_success() {
+            return Err(http_error(status.as_u16(), &bytes, header_delay));
+        }
+        parse_reply(&bytes)
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> GeminiError {
+        if e.is_timeout() {
+            GeminiError::Timeout(timeout)
+        } else {
+            GeminiError::Connection {
+                endpoint: self.url.to_string(),
+                detail: chain(e),
+            }
+        }
+    }
+
+    /// The wait before attempt `failed + 1`: at least the server's ask (plus up
+    /// to 10 % jitter), else exponential back-off with jitter (50-100 % of it).
+    fn wait_before_retry(&self, failed: u32, server: Option<Duration>) -> Duration {
+        if let Some(ask) = server {
+            return ask.mul_f64(1.0 + 0.1 * random_fraction());
+        }
+        let exp = 2f64.powi(
+            i32::try_from(failed.saturating_sub(1))
+                .unwrap_or(30)
+                .min(30),
+        );
+        let backoff = self
+            .config
+            .initial_backoff
+            .mul_f64(exp)
+            .min(self.config.max_backoff);
+        backoff.mul_f64(0.5 + 0.5 * random_fraction())
+    }
+}
+
+/// `a:b` in lowest terms.
+fn reduce((a, b): (u32, u32)) -> Result<(u32, u32), GeminiError> {
+    if a == 0 || b == 0 {
+        return Err(GeminiError::InvalidConfig(format!(
+            "aspect ratio {a}:{b} has a zero side"
+        )));
+    }
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    Ok((a / x, b / x))
+}
+
+/// The supported aspect ratio closest to `aspect` (in log scale).
+fn nearest_supported(aspect: (u32, u32)) -> (u32, u32) {
+    let ratio = |(a, b): (u32, u32)| (f64::from(a) / f64::from(b)).ln();
+    let want = ratio(aspect);
+    let mut best = SUPPORTED_ASPECT_RATIOS[0];
+    for candidate in SUPPORTED_ASPECT_RATIOS {
+        if (ratio(candidate) - want).abs() < (ratio(best) - want).abs() {
+            best = candidate;
+        }
+    }
+    best
+}
+
+/// `w x h` scaled by `scale`, at least 1 x 1.
+fn scaled(w: u32, h: u32, scale: f64) -> (u32, u32) {
+    let s = |v: u32| ((f64::from(v) * scale).round() as u32).clamp(1, v);
+    (s(w), s(h))
+}
+
+/// The centred, minimal crop of `image` to exactly `a:b` (when its size allows).
+fn crop_to_aspect(image: RgbaImage, (a, b): (u32, u32)) -> RgbaImage {
+    let (w, h) = image.dimensions();
+    let (w64, h64, a64, b64) = (u64::from(w), u64::from(h), u64::from(a), u64::from(b));
+    if w64 * b64 == h64 * a64 {
+        return image;
+    }
+    // The largest a*k x b*k inside w x h.
+    let k = (w64 / a64).min(h64 / b64);
+    if k == 0 {
+        return image;
+    }
+    let (cw, ch) = ((a64 * k) as u32, (b64 * k) as u32);
+    image::imageops::crop_imm(&image, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image()
+}
+
+fn encode_png(image: &RgbaImage) -> Result<Vec<u8>, GeminiError> {
+    let mut png = Vec::new();
+    image
+        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+        .map_err(|e| GeminiError::Image(format!("PNG encoding: {e}")))?;
+    Ok(png)
+}
+
+/// The documented `generateContent` body.
+fn request_body(prompt: &str, png: &[u8], aspect_ratio: &str) -> Result<Vec<u8>, GeminiError> {
+    let data = base64::engine::general_purpose::STANDARD.encode(png);
+    let body = json!({
+        "contents": [{
+            "parts": [
+                { "text": prompt },
+                { "inlineData": { "mimeType": "image/png", "data": data } }
+            ]
+        }],
+        "generationConfig": {
+            "responseModalities": ["TEXT", "IMAGE"],
+            "imageConfig": { "aspectRatio": aspect_ratio }
+        }
+    });
+    serde_json::to_vec(&body).map_err(|e| GeminiError::Image(format!("JSON encoding: {e}")))
+}
+
+/// `Retry-After` in seconds (integer or decimal); HTTP dates are ignored.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+/// A protobuf JSON duration (`"2s"`, `"1.5s"`, `"0.300s"`).
+fn parse_proto_duration(value: &str) -> Option<Duration> {
+    parse_retry_after(value.trim().strip_suffix('s')?)
+}
+
+/// The error of a non-2xx reply: `error.message`, `error.status` and the
+/// longer of the `Retry-After` header and a `google.rpc.RetryInfo.retryDelay`.
+fn http_error(status: u16, body: &[u8], header_delay: Option<Duration>) -> GeminiError {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| quote(body));
+    let status_name = error
+        .and_then(|e| e.get("status"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let body_delay = error
+        .and_then(|e| e.get("details"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|d| {
+            d.get("@type")
+                .and_then(Value::as_str)
+                .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
+        })
+        .filter_map(|d| {
+            d.get("retryDelay")
+                .or_else(|| d.get("retry_delay"))
+                .and_then(Value::as_str)
+                .and_then(parse_proto_duration)
+        })
+        .max();
+    GeminiError::Http {
+        status,
+        status_name,
+        message,
+        retry_after: header_delay.max(body_delay),
+    }
+}
+
+/// `v[camel]`, or `v[snake]`.
+fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
+    v.get(camel).or_else(|| v.get(snake))
+}
+
+/// The image of a successful reply, or why there is none.
+fn parse_reply(body: &[u8]) -> Result<RgbaImage, GeminiError> {
+    let reply: Value = serde_json::from_slice(body)
+        .map_err(|e| GeminiError::MalformedResponse(format!("not JSON ({e}): {}", quote(body))))?;
+    if !reply.is_object() {
+        return Err(GeminiError::MalformedResponse(format!(
+            "not a JSON object: {}",
+            quote(body)
+        )));
+    }
+    let candidates: &[Value] = reply
+        .get("candidates")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let parts = || {
+        candidates
+            .iter()
+            .filter_map(|c| c.get("content")?.get("parts")?.as_array())
+            .flatten()
+    };
+    let images = || {
+        parts().filter_map(|p| {
+            let inline = field(p, "inlineData", "inline_data")?;
+            let mime = field(inline, "mimeType", "mime_type").and_then(Value::as_str);
+            if mime.is_some_and(|m| !m.starts_with("image/")) {
+                return None;
+            }
+            let thought = p.get("thought").and_then(Value::as_bool).unwrap_or(false);
+            Some((inline.get("data").and_then(Value::as_str), thought))
+        })
+    };
+    let chosen = images()
+        .find(|(_, thought)| !thought)
+        .or_else(|| images().last());
+    if let Some((data, _)) = chosen {
+        let data = data.ok_or_else(|| {
+            GeminiError::MalformedResponse("an inlineData part without data".to_owned())
+        })?;
+        return decode_image(data);
+    }
+
+    let feedback = field(&reply, "promptFeedback", "prompt_feedback");
+    if let Some(reason) = feedback
+        .and_then(|f| field(f, "blockReason", "block_reason"))
+        .and_then(Value::as_str)
+    {
+        let message = feedback
+            .and_then(|f| field(f, "blockReasonMessage", "block_reason_message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        return Err(GeminiError::Blocked {
+            reason: reason.to_owned(),
+            message,
+        });
+    }
+    if candidates.is_empty() {
+        return Err(GeminiError::MalformedResponse(format!(
+            "no candidates and no promptFeedback.blockReason: {}",
+            quote(body)
+        )));
+    }
+    let finish = |c: &Value| {
+        field(c, "finishReason", "finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    if let Some(c) = candidates
+        .iter()
+        .find(|c| finish(c).is_some_and(|r| r != "STOP" && r != "FINISH_REASON_UNSPECIFIED"))
+    {
+        return Err(GeminiError::Blocked {
+            reason: finish(c).unwrap_or_default(),
+            message: field(c, "finishMessage", "finish_message")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        });
+    }
+    let text: String = parts()
+        .filter_map(|p| p.get("text").and_then(Value::as_str))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(GeminiError::NoImage {
+        finish_reason: candidates
+            .iter()
+            .find_map(finish)
+            .unwrap_or_else(|| "none".to_owned()),
+        text: (!text.trim().is_empty()).then(|| quote(text.as_bytes())),
+    })
+}
+
+fn decode_image(data: &str) -> Result<RgbaImage, GeminiError> {
+    let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&compact)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&compact))
+        .map_err(|e| {
+            GeminiError::MalformedResponse(format!("inlineData.data is not base64: {e}"))
+        })?;
+    let image: DynamicImage = image::load_from_memory(&bytes).map_err(|e| {
+        GeminiError::MalformedResponse(format!(
+            "inlineData.data ({} bytes) is not an image: {e}",
+            bytes.len()
+        ))
+    })?;
+    Ok(image.to_rgba8())
+}
+
+/// A number in 0..1, random enough for jitter.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    hasher.write_u128(nanos);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aspect_ratios_reduce_and_snap() {
+        assert_eq!(reduce((600, 800)).unwrap(), (3, 4));
+        assert!(reduce((0, 4)).is_err());
+        assert_eq!(nearest_supported((3, 4)), (3, 4));
+        assert_eq!(nearest_supported((7, 10)), (2, 3));
+        assert_eq!(nearest_supported((1, 1)), (1, 1));
+        assert_eq!(nearest_supported((3, 1)), (21, 9));
+    }
+
+    #[test]
+    fn crop_is_exact_and_centred() {
+        let img = RgbaImage::new(864, 1184);
+        let out = crop_to_aspect(img, (3, 4));
+        assert_eq!(out.dimensions(), (864, 1152));
+        let img = RgbaImage::new(900, 1200);
+        assert_eq!(crop_to_aspect(img, (3, 4)).dimensions(), (900, 1200));
+    }
+
+    #[test]
+    fn retry_delays_parse() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_proto_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_proto_duration("0.300s"),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(parse_proto_duration("2"), None);
+        let e = http_error(
+            429,
+            br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}"#,
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(e.category(), "RateLimited");
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("RESOURCE_EXHAUSTED"), "{e}");
+    }
+
+    #[test]
+    fn jitter_is_in_range_and_varies() {
+        let xs: Vec<f64> = (0..50).map(|_| random_fraction()).collect();
+        assert!(xs.iter().all(|x| (0.0..1.0).contains(x)));
+        assert!(xs.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn config_debug_hides_the_key() {
+        let c = GeminiConfig::new("secret-key-123", DEFAULT_MODEL);
+        assert!(!format!("{c:?}").contains("secret-key-123"));
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let ok = GeminiConfig::new("k", DEFAULT_MODEL);
+        assert!(GeminiExpander::new(ok.clone()).is_ok());
+        let mut c = ok.clone();
+        c.api_key = String::new();
+        assert_eq!(
+            GeminiExpander::new(c).unwrap_err().category(),
+            "InvalidOptions"
+        );
+        let mut c = ok.clone();
+        c.model = "../x".to_owned();
+        assert!(GeminiExpander::new(c).is_err());
+        let mut c = ok.clone();
+        c.endpoint = "file:///tmp".to_owned();
+        assert!(GeminiExpander::new(c).is_err());
+        let mut c = ok;
+        c.model = "models/gemini-2.5-flash-image".to_owned();
+        let g = GeminiExpander::new(c).unwrap();
+        assert_eq!(
+            g.url().as_str(),
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash-image:generateContent"
+        );
+    }
+
+    #[test]
+    fn pipeline_error_mapping() {
+        let blocked = GeminiError::Blocked {
+            reason: "IMAGE_SAFETY".to_owned(),
+            message: None,
+        };
+        assert!(PipelineError::from(blocked).is_bad_input());
+        let busy = GeminiError::Http {
+            status: 503,
+            status_name: None,
+            message: "x".to_owned(),
+            retry_after: None,
+        };
+        let p = PipelineError::from(busy);
+        assert!(!p.is_bad_input());
+        assert_eq!(p.category(), "Backend");
+    }
+}

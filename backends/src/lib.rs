@@ -1,0 +1,15 @@
+//! Network backends of the clothjob pipeline.
+//!
+//! - [`remote`]: background removal by rembg's HTTP server (`rembg s`,
+//!   `POST {url}/api/remove`), a [`clothjob_pipeline::matte::BackgroundRemover`].
+//! - [`gemini`]: catalog expansion by Gemini's `generateContent` REST API
+//!   (image in, image out), with retries, back-off and a request-size cap.
+//!
+//! Both are synchronous (`reqwest::blocking`): call them from a blocking thread
+//! (`tokio::task::spawn_blocking`), never from inside an async task.
+
+pub mod gemini;
+pub mod remote;
+
+pub use gemini::{Expansion, GeminiConfig, GeminiError, GeminiExpander};
+pub use remote::{AlphaMattingThresholds, RemoteRemover};
