@@ -721,7 +721,7 @@ fn parse_reply(body: &[u8]) -> Result<RgbaImage, GeminiError> {
     };
     let chosen = images()
         .find(|(_, thought)| !thought)
-        .or_else(|| images().last());
+        .or_else(|| images().next_back());
     if let Some((data, _)) = chosen {
         let data = data.ok_or_else(|| {
             GeminiError::MalformedResponse("an inlineData part without data".to_owned())
@@ -888,6 +888,29 @@ mod tests {
             g.url().as_str(),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash-image:generateContent"
         );
+    }
+
+    #[test]
+    fn a_final_image_wins_over_a_thought_image() {
+        let png = |v: u8| {
+            let mut out = Vec::new();
+            RgbaImage::from_pixel(2, 2, image::Rgba([v, v, v, 255]))
+                .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
+                .unwrap();
+            base64::engine::general_purpose::STANDARD.encode(out)
+        };
+        let reply = json!({ "candidates": [{ "content": { "parts": [
+            { "inlineData": { "mimeType": "image/png", "data": png(10) }, "thought": true },
+            { "text": "done" },
+            { "inlineData": { "mimeType": "image/png", "data": png(200) } }
+        ] }, "finishReason": "STOP" }] });
+        let img = parse_reply(&serde_json::to_vec(&reply).unwrap()).unwrap();
+        assert_eq!(img.get_pixel(0, 0).0[0], 200);
+        let only_thought = json!({ "candidates": [{ "content": { "parts": [
+            { "inlineData": { "mimeType": "image/png", "data": png(10) }, "thought": true }
+        ] } }] });
+        let img = parse_reply(&serde_json::to_vec(&only_thought).unwrap()).unwrap();
+        assert_eq!(img.get_pixel(0, 0).0[0], 10);
     }
 
     #[test]
