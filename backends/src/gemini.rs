@@ -27,6 +27,7 @@
 
 use std::fmt;
 use std::io::Cursor;
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -302,11 +303,14 @@ pub struct Expansion {
 pub struct GeminiExpander {
     config: GeminiConfig,
     url: Url,
-    client: Client,
+    /// Built on first use, on the calling (blocking) thread: a blocking client
+    /// must not be built inside an async task.
+    client: OnceLock<Client>,
 }
 
 impl GeminiExpander {
-    /// Checks `config` and builds the HTTP client.
+    /// Checks `config`; the HTTP client is built on first use (so this is safe
+    /// inside an async task, [`Self::expand`] is not).
     pub fn new(config: GeminiConfig) -> Result<Self, GeminiError> {
         if config.api_key.trim().is_empty() {
             return Err(GeminiError::InvalidConfig(
@@ -359,17 +363,25 @@ impl GeminiExpander {
                     .to_owned(),
             ));
         }
+        Ok(Self {
+            config,
+            url,
+            client: OnceLock::new(),
+        })
+    }
+
+    /// The HTTP client, built on first use.
+    fn client(&self) -> Result<&Client, GeminiError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
         let client = Client::builder()
-            .connect_timeout(config.request_timeout.min(Duration::from_secs(15)))
+            .connect_timeout(self.config.request_timeout.min(Duration::from_secs(15)))
             .build()
             .map_err(|e| {
                 GeminiError::InvalidConfig(format!("cannot build the HTTP client: {}", chain(&e)))
             })?;
-        Ok(Self {
-            config,
-            url,
-            client,
-        })
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// The settings.
@@ -503,7 +515,7 @@ impl GeminiExpander {
     /// One request; the image of a successful reply.
     fn attempt(&self, body: &[u8], timeout: Duration) -> Result<RgbaImage, GeminiError> {
         let sent = self
-            .client
+            .client()?
             .post(self.url.clone())
             .timeout(timeout)
             .header("x-goog-api-key", &self.config.api_key)

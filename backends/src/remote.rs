@@ -21,6 +21,7 @@
 //! at construction.
 
 use std::io::Cursor;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use clothjob_pipeline::matte::BackgroundRemover;
@@ -73,7 +74,9 @@ pub struct RemoteRemover {
     thresholds: AlphaMattingThresholds,
     post_process_mask: bool,
     timeout: Duration,
-    client: Client,
+    /// Built on first use, on the calling (blocking) thread: a blocking client
+    /// must not be built inside an async task.
+    client: OnceLock<Client>,
 }
 
 impl RemoteRemover {
@@ -115,13 +118,6 @@ impl RemoteRemover {
                 "remote background removal: cannot make the endpoint from {url}: {e}"
             ))
         })?;
-        let client = Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| {
-                PipelineError::Internal(format!("cannot build the HTTP client: {}", chain(&e)))
-            })?;
         Ok(Self {
             url,
             endpoint,
@@ -130,8 +126,23 @@ impl RemoteRemover {
             thresholds: AlphaMattingThresholds::default(),
             post_process_mask: false,
             timeout,
-            client,
+            client: OnceLock::new(),
         })
+    }
+
+    /// The HTTP client, built on first use.
+    fn client(&self) -> Result<&Client, PipelineError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| {
+                PipelineError::Internal(format!("cannot build the HTTP client: {}", chain(&e)))
+            })?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     /// Sets the alpha-matting thresholds (used only with alpha matting on).
@@ -241,7 +252,7 @@ impl BackgroundRemover for RemoteRemover {
         progress(0.1);
 
         let response = self
-            .client
+            .client()?
             .post(self.endpoint.clone())
             .multipart(self.form(png)?)
             .send()
