@@ -9,7 +9,7 @@
 #
 # env: CLOTHJOB_REMBG_VENV (default ~/.cache/clothjob/rembg-venv)
 #      CLOTHJOB_U2NET_HOME (default ~/.cache/clothjob/u2net; give it as U2NET_HOME to rembg)
-#      PYTHON (default python3, 3.10-3.13)
+#      PYTHON (default python3; rembg 2.0.86 needs Python >= 3.11)
 # Prints the two paths at the end: `rembg=...` and `u2net_home=...`.
 set -euo pipefail
 venv=${CLOTHJOB_REMBG_VENV:-$HOME/.cache/clothjob/rembg-venv}
