@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use clothjob_api::progress::Stage;
 use clothjob_api::{OutputStatus, RegionStatus, RunnerFailure};
-use clothjob_pipeline::{Limits, Options, Region, RunOutput};
+use clothjob_backends::RemoteRemover;
+use clothjob_pipeline::{Backends, Limits, Options, Region, RunOutput};
 use futures::future::try_join_all;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::RunError;
+use crate::options::RemoteRemoverSettings;
 use crate::progress::{ChannelSink, RunState, Update};
 use crate::source::{SourceLocation, fetch};
 use crate::store::{ObjectStoreOpts, put};
@@ -27,6 +29,8 @@ pub struct Plan {
     pub output_dir: String,
     /// Time-out of an http(s) download.
     pub fetch_timeout: Duration,
+    /// The remote background remover, when the spec asks for one.
+    pub remote_remover: Option<RemoteRemoverSettings>,
 }
 
 /// The result of a successful run.
@@ -75,15 +79,41 @@ pub async fn execute(plan: &Plan, tx: UnboundedSender<Update>) -> Result<Finishe
     }
 }
 
+/// Runs the pipeline on this (blocking) thread, with a remote remover when configured.
+fn run_blocking(
+    bytes: &[u8],
+    options: &Options,
+    limits: &Limits,
+    remote: Option<&RemoteRemoverSettings>,
+    sink: &mut ChannelSink,
+) -> Result<RunOutput, clothjob_pipeline::PipelineError> {
+    let remover = match remote {
+        Some(r) => Some(RemoteRemover::new(
+            &r.url,
+            &r.model,
+            r.alpha_matting,
+            r.timeout,
+        )?),
+        None => None,
+    };
+    let backends = Backends {
+        background_remover: remover
+            .as_ref()
+            .map(|r| r as &dyn clothjob_pipeline::matte::BackgroundRemover),
+    };
+    clothjob_pipeline::run_with(bytes, options, limits, sink, &backends)
+}
+
 async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError> {
     let bytes = fetch(&plan.source, plan.limits.max_bytes, plan.fetch_timeout).await?;
 
     // The pipeline is CPU-bound and synchronous: run it off the async threads.
     let options = plan.options.clone();
     let limits = plan.limits;
+    let remote = plan.remote_remover.clone();
     let mut worker_sink = ChannelSink::new(sink.state.clone(), sink.sender());
     let (worker_sink, result) = tokio::task::spawn_blocking(move || {
-        let r = clothjob_pipeline::run(&bytes, &options, &limits, &mut worker_sink);
+        let r = run_blocking(&bytes, &options, &limits, remote.as_ref(), &mut worker_sink);
         (worker_sink, r)
     })
     .await

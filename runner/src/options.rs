@@ -24,6 +24,36 @@ fn model_path(m: &OnnxModel) -> Result<std::path::PathBuf, RunError> {
     }
 }
 
+/// Settings of a remote (rembg HTTP API) background remover.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteRemoverSettings {
+    /// Base URL of the service.
+    pub url: String,
+    /// rembg model name.
+    pub model: String,
+    /// Whether the service applies alpha matting.
+    pub alpha_matting: bool,
+    /// Request time-out.
+    pub timeout: std::time::Duration,
+}
+
+/// The remote remover settings of a pipeline spec, when its background removal is remote.
+pub fn remote_remover(p: &Pipeline) -> Option<RemoteRemoverSettings> {
+    let stage = &p.background_removal;
+    if !stage.enabled || stage.backend != BackgroundRemovalBackend::Remote {
+        return None;
+    }
+    let r = stage.remote.as_ref()?;
+    Some(RemoteRemoverSettings {
+        url: r.url.clone(),
+        model: r.model.clone().unwrap_or_else(|| "u2net".into()),
+        alpha_matting: r.alpha_matting.unwrap_or(false),
+        timeout: std::time::Duration::from_secs(
+            u64::try_from(r.timeout_seconds.unwrap_or(60)).unwrap_or(60),
+        ),
+    })
+}
+
 /// Parses `#RRGGBB`.
 pub fn parse_color(hex: &str) -> Option<[u8; 3]> {
     let h = hex.strip_prefix('#')?;
@@ -170,6 +200,27 @@ mod tests {
             pipeline_options(&p, &output()),
             Err(RunError::Config(_))
         ));
+    }
+
+    #[test]
+    fn remote_removal_carries_its_settings() {
+        let p: Pipeline = serde_yaml::from_str(
+            "backgroundRemoval: {backend: remote, remote: {url: 'http://127.0.0.1:7000', model: u2netp, timeoutSeconds: 5}}\n",
+        )
+        .unwrap();
+        let r = remote_remover(&p).unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.model.as_str(), r.alpha_matting),
+            ("http://127.0.0.1:7000", "u2netp", false)
+        );
+        assert_eq!(r.timeout, std::time::Duration::from_secs(5));
+        let o = pipeline_options(&p, &output()).unwrap();
+        assert!(matches!(
+            o.background_removal.unwrap().backend,
+            clothjob_pipeline::BackgroundRemovalBackend::Remote { .. }
+        ));
+        let builtin: Pipeline = serde_yaml::from_str("{}").unwrap();
+        assert!(remote_remover(&builtin).is_none());
     }
 
     #[test]

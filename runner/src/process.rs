@@ -12,7 +12,7 @@ use tokio::sync::mpsc::unbounded_channel;
 
 use crate::error::RunError;
 use crate::execute::{Finished, Plan, execute};
-use crate::options::pipeline_options;
+use crate::options::{pipeline_options, remote_remover};
 use crate::source::SourceLocation;
 
 /// Settings file of `process`: the same `pipeline` and `output` blocks as a ClothJob spec
@@ -170,6 +170,7 @@ async fn process_inner(
         limits: Limits::default(),
         output_dir: format!("file://{}", out.display()),
         fetch_timeout: Duration::from_secs(120),
+        remote_remover: remote_remover(&pipeline),
     };
     let started = Instant::now();
     let (tx, mut rx) = unbounded_channel::<crate::progress::Update>();
