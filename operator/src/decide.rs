@@ -287,11 +287,7 @@ pub fn decide(
             })
             .collect();
         d.finished = Some((Phase::Succeeded, "Succeeded".into(), elapsed(cj, &done)));
-        if let Some(ttl) = cj.spec.ttl_seconds_after_finished {
-            d.requeue_after = Some(
-                Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + Duration::from_millis(200),
-            );
-        }
+        d.requeue_after = ttl_requeue(cj);
     } else if let Some(c) = job_condition(job, "Failed") {
         let done = c.last_transition_time.clone().unwrap_or(now_t.clone());
         let reason = match c.reason.as_deref() {
@@ -332,11 +328,7 @@ pub fn decide(
             note: format!("{reason}: {msg}"),
         });
         d.finished = Some((Phase::Failed, reason, elapsed(cj, &done)));
-        if let Some(ttl) = cj.spec.ttl_seconds_after_finished {
-            d.requeue_after = Some(
-                Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + Duration::from_millis(200),
-            );
-        }
+        d.requeue_after = ttl_requeue(cj);
     } else {
         let previous_failure = if failed > 0 {
             failure_text(&cur, &observed.pods)
@@ -406,6 +398,12 @@ pub fn decide(
         d.status = Some(new);
     }
     d
+}
+
+/// Reconcile again once the TTL after finishing has passed (just finished now).
+fn ttl_requeue(cj: &ClothJob) -> Option<Duration> {
+    let ttl = u64::try_from(cj.spec.ttl_seconds_after_finished?).unwrap_or(0);
+    Some(Duration::from_secs(ttl) + Duration::from_millis(200))
 }
 
 fn elapsed(cj: &ClothJob, done: &Time) -> f64 {
