@@ -67,10 +67,21 @@ async fn drop_stops_everything() -> Result<()> {
     )
     .await?;
     drop(node);
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "pod process killed with the node"
-    );
+    // Killed: gone, or a zombie until its parent reaps it (which may take a moment).
+    let dead = |pid: u32| match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dead(pid) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dead(pid), "pod process killed with the node");
 
     drop(cp);
     assert!(pids_of(&dir).is_empty(), "control plane processes stopped");
