@@ -89,7 +89,7 @@ pub fn run() -> Result<()> {
         "comparison (same run, same machine)", "ratio"
     );
     let row = |what: &str, v: Option<f64>| match v {
-        Some(v) => println!("{what:<52} {v:>10.2}"),
+        Some(v) => println!("{what:<52} {v:>10.4}"),
         None => println!("{what:<52} {:>10}", "n/a"),
     };
     let get = |m: &BTreeMap<String, (f64, f64)>, k: &str| m.get(k).copied();
