@@ -239,33 +239,7 @@ pub fn decide(
             .unwrap_or(now_t.clone());
         let n = cur.outputs.as_ref().map_or(0, Vec::len);
         let msg = format!("{n} outputs written after {attempts} attempt(s)");
-        conditions::set(
-            &mut conds,
-            RUNNING,
-            false,
-            "Succeeded",
-            &msg,
-            generation,
-            &now_t,
-        );
-        conditions::set(
-            &mut conds,
-            FAILED,
-            false,
-            "Succeeded",
-            &msg,
-            generation,
-            &now_t,
-        );
-        conditions::set(
-            &mut conds,
-            COMPLETE,
-            true,
-            "Succeeded",
-            &msg,
-            generation,
-            &now_t,
-        );
+        set_outcome(&mut conds, true, "Succeeded", &msg, generation, &now_t);
         new.phase = Some(Phase::Succeeded);
         new.reason = Some("Succeeded".into());
         new.message = Some(msg.clone());
@@ -311,13 +285,7 @@ pub fn decide(
                 .clone()
                 .unwrap_or_else(|| "the runner Job failed".into()),
         };
-        conditions::set(
-            &mut conds, RUNNING, false, &reason, &msg, generation, &now_t,
-        );
-        conditions::set(
-            &mut conds, COMPLETE, false, &reason, &msg, generation, &now_t,
-        );
-        conditions::set(&mut conds, FAILED, true, &reason, &msg, generation, &now_t);
+        set_outcome(&mut conds, false, &reason, &msg, generation, &now_t);
         new.phase = Some(Phase::Failed);
         new.reason = Some(reason.clone());
         new.message = Some(msg.clone());
@@ -398,6 +366,20 @@ pub fn decide(
         d.status = Some(new);
     }
     d
+}
+
+/// Sets the terminal conditions: Running false, and Complete or Failed true (the other false).
+fn set_outcome(
+    conds: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    succeeded: bool,
+    reason: &str,
+    msg: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    conditions::set(conds, RUNNING, false, reason, msg, generation, now);
+    conditions::set(conds, COMPLETE, succeeded, reason, msg, generation, now);
+    conditions::set(conds, FAILED, !succeeded, reason, msg, generation, now);
 }
 
 /// Reconcile again once the TTL after finishing has passed (just finished now).
