@@ -20,6 +20,26 @@ pub struct Expanded {
     pub canvases: Vec<(String, RgbImage)>,
 }
 
+/// Something that makes a catalog picture with a generative model (Gemini).
+/// The pipeline asks it once per aspect ratio and fits what comes back to the
+/// exact ratio and size.
+pub trait Expander: Send + Sync {
+    /// The backend's name for reports (`gemini`).
+    fn name(&self) -> &str;
+
+    /// A catalog picture of the garment at aspect ratio `aspect` (width,
+    /// height). `image` is the photo; `cutout` the garment on transparency
+    /// when background removal ran; `max_side` the largest useful side.
+    fn canvas(
+        &self,
+        image: &RgbImage,
+        cutout: Option<&RgbaImage>,
+        aspect: (u32, u32),
+        options: &ExpansionOptions,
+        max_side: u32,
+    ) -> Result<RgbImage, PipelineError>;
+}
+
 /// Alpha at or below this is treated as empty when trimming.
 const TRIM_ALPHA: u8 = 8;
 /// Darkening of the background under the garment at the shadow's core.
@@ -48,6 +68,7 @@ pub fn expand(
     cutout: Option<&RgbaImage>,
     options: &ExpansionOptions,
     render_max_side: u32,
+    generator: Option<&dyn Expander>,
     progress: &mut dyn FnMut(f64),
 ) -> Result<Expanded, PipelineError> {
     if options.aspect_ratios.iter().any(|&(a, b)| a == 0 || b == 0) {
@@ -79,15 +100,38 @@ pub fn expand(
     progress(0.2);
     let mut canvases = Vec::with_capacity(ratios.len());
     for (i, &ratio) in ratios.iter().enumerate() {
-        let canvas = match &garment {
-            Some(g) => catalog_canvas(g, ratio, options, max_side),
-            None => extended_photo(image, ratio, max_side),
+        let canvas = match (generator, &garment) {
+            (Some(gen_), _) => {
+                let made = gen_.canvas(image, cutout, ratio, options, max_side)?;
+                fit_canvas(&made, ratio, max_side)
+            }
+            (None, Some(g)) => catalog_canvas(g, ratio, options, max_side),
+            (None, None) => extended_photo(image, ratio, max_side),
         }
         .map_err(|detail| PipelineError::Internal(format!("expansion: {detail}")))?;
         canvases.push((role_for(ratio), canvas));
         progress(0.2 + 0.8 * (i + 1) as f64 / ratios.len() as f64);
     }
     Ok(Expanded { garment, canvases })
+}
+
+/// A generated picture centre-cropped to the exact `ratio` and reduced to at
+/// most `max_side` (Lanczos3); never enlarged.
+fn fit_canvas(made: &RgbImage, ratio: (u32, u32), max_side: u32) -> Result<RgbImage, String> {
+    let (w, h) = made.dimensions();
+    if w == 0 || h == 0 {
+        return Err("the generated picture is empty".to_owned());
+    }
+    let k = (w / ratio.0).min(h / ratio.1).max(1);
+    let (cw, ch) = ((ratio.0 * k).min(w), (ratio.1 * k).min(h));
+    let cropped = image::imageops::crop_imm(made, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
+    let ku = (max_side / ratio.0.max(ratio.1)).max(1).min(k);
+    let (tw, th) = (ratio.0 * ku, ratio.1 * ku);
+    if (tw, th) == (cw, ch) {
+        return Ok(cropped);
+    }
+    let data = crate::encode::resize_rgb(cropped.as_raw(), cw, ch, tw, th)?;
+    RgbImage::from_raw(tw, th, data).ok_or_else(|| "resized canvas size".to_owned())
 }
 
 /// The cut-out cropped to its alpha box; `None` when nothing is opaque enough.

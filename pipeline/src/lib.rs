@@ -22,7 +22,9 @@ pub mod segment;
 
 pub use decode::decode;
 pub use error::PipelineError;
+pub use expand::Expander;
 pub use limits::Limits;
+pub use matte::BackgroundRemover;
 pub use options::{
     BackgroundRemovalBackend, BackgroundRemovalOptions, EncodingOptions, ExpansionBackend,
     ExpansionOptions, Options, SegmentationBackend, SegmentationOptions,
@@ -30,3 +32,4 @@ pub use options::{
 pub use output::{BoundingBox, EncodedOutput, NamedColor, Region, RunOutput};
 pub use pipeline::{Backends, run, run_with};
 pub use progress::{NoProgress, ProgressSink, StageName, StageReport};
+pub use segment::{ClassMap, Segmenter};

@@ -139,19 +139,17 @@ pub enum ExpansionBackend {
     /// Trim, centre on the aspect ratio with margins, clean background, contact shadow.
     #[default]
     Builtin,
-    /// A generative outpainting service (not available yet).
-    Remote {
-        /// The service's URL.
-        url: String,
-    },
+    /// Google Gemini image generation (outpainting to the catalog canvas); the
+    /// caller supplies the client through [`crate::Backends::expander`].
+    Gemini,
 }
 
 impl ExpansionBackend {
-    /// `builtin` or `remote`.
+    /// `builtin` or `gemini`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Builtin => "builtin",
-            Self::Remote { .. } => "remote",
+            Self::Gemini => "gemini",
         }
     }
 }

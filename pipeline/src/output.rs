@@ -64,6 +64,9 @@ pub struct NamedColor {
 pub struct Region {
     /// The label in the `segments` map (1..=255; 0 is the background).
     pub label: u8,
+    /// The model's class of this label (`upper`, `lower`, `full`, …) when a
+    /// class-predicting backend made the map; `None` for colour regions.
+    pub class: Option<String>,
     /// Pixels with this label (in the decoded input's pixels; counted at the
     /// working size and scaled when the input was larger than it).
     pub pixels: u64,

@@ -8,7 +8,7 @@ use image::{DynamicImage, GenericImageView, GrayImage, RgbImage, RgbaImage};
 use crate::decode::decode;
 use crate::encode::{OutputImage, OutputKind, Pixels, encode_all};
 use crate::error::PipelineError;
-use crate::expand::{Expanded, expand};
+use crate::expand::{Expanded, Expander, expand};
 use crate::limits::Limits;
 use crate::matte::{BackgroundRemover, compose_cutout, remover_for};
 use crate::options::{
@@ -17,7 +17,7 @@ use crate::options::{
 };
 use crate::output::RunOutput;
 use crate::progress::{ProgressSink, StageName, StageReport};
-use crate::segment::{Segmentation, segment};
+use crate::segment::{Segmentation, Segmenter, from_class_map, segment};
 
 /// Runs the pipeline on one encoded input image.
 ///
@@ -41,6 +41,10 @@ pub fn run(
 pub struct Backends<'a> {
     /// Used for `BackgroundRemovalBackend::Onnx` and `::Remote`.
     pub background_remover: Option<&'a dyn BackgroundRemover>,
+    /// Used for `SegmentationBackend::Onnx` and `::Remote`.
+    pub segmenter: Option<&'a dyn Segmenter>,
+    /// Used for `ExpansionBackend::Gemini`.
+    pub expander: Option<&'a dyn Expander>,
 }
 
 /// [`run`] with caller-supplied backends.
@@ -173,7 +177,15 @@ fn run_stages(
             &mut stages,
             StageName::Segmentation,
             o.backend.name(),
-            |sink| run_segmentation(&working, matte.as_ref().map(|m| &m.alpha), o, sink),
+            |sink| {
+                run_segmentation(
+                    &working,
+                    matte.as_ref().map(|m| &m.alpha),
+                    o,
+                    backends,
+                    sink,
+                )
+            },
         )?),
     };
 
@@ -195,6 +207,7 @@ fn run_stages(
                     matte.as_ref().map(|m| &m.cutout),
                     o,
                     render_max_side,
+                    backends,
                     sink,
                 )
             },
@@ -327,16 +340,20 @@ fn run_segmentation(
     working: &RgbImage,
     alpha: Option<&GrayImage>,
     options: &SegmentationOptions,
+    backends: &Backends<'_>,
     sink: &mut dyn ProgressSink,
 ) -> Result<Segmentation, PipelineError> {
-    match &options.backend {
-        SegmentationBackend::Builtin => segment(working, alpha, options, &mut |f| {
-            sink.stage_progress(StageName::Segmentation, f);
-        }),
-        other => Err(PipelineError::BackendUnavailable {
+    let mut progress = |f| sink.stage_progress(StageName::Segmentation, f);
+    match (&options.backend, backends.segmenter) {
+        (SegmentationBackend::Builtin, _) => segment(working, alpha, options, &mut progress),
+        (_, Some(model)) => {
+            let map = model.classes(working, &mut |f| progress(0.9 * f))?;
+            from_class_map(working, alpha, map)
+        }
+        (other, None) => Err(PipelineError::BackendUnavailable {
             stage: StageName::Segmentation,
             backend: other.name().to_owned(),
-            reason: "this build only has the builtin segmentation".to_owned(),
+            reason: "no segmentation model was supplied to the pipeline".to_owned(),
         }),
     }
 }
@@ -346,18 +363,30 @@ fn run_expansion(
     cutout: Option<&RgbaImage>,
     options: &ExpansionOptions,
     render_max_side: u32,
+    backends: &Backends<'_>,
     sink: &mut dyn ProgressSink,
 ) -> Result<Expanded, PipelineError> {
-    match &options.backend {
-        ExpansionBackend::Builtin => expand(working, cutout, options, render_max_side, &mut |f| {
+    let generator = match (&options.backend, backends.expander) {
+        (ExpansionBackend::Builtin, _) => None,
+        (_, Some(g)) => Some(g),
+        (other, None) => {
+            return Err(PipelineError::BackendUnavailable {
+                stage: StageName::Expansion,
+                backend: other.name().to_owned(),
+                reason: "no expansion client was supplied to the pipeline".to_owned(),
+            });
+        }
+    };
+    expand(
+        working,
+        cutout,
+        options,
+        render_max_side,
+        generator,
+        &mut |f| {
             sink.stage_progress(StageName::Expansion, f);
-        }),
-        other => Err(PipelineError::BackendUnavailable {
-            stage: StageName::Expansion,
-            backend: other.name().to_owned(),
-            reason: "this build only has the builtin expansion".to_owned(),
-        }),
-    }
+        },
+    )
 }
 
 /// The 8-bit RGB picture the stages work on; transparent inputs are

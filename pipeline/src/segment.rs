@@ -35,6 +35,103 @@ impl Segmentation {
     }
 }
 
+/// Per-pixel classes predicted by a segmentation model.
+#[derive(Debug, Clone)]
+pub struct ClassMap {
+    /// Class index per pixel (0 = background), same size as the image.
+    pub labels: GrayImage,
+    /// Name of each class index (`classes[0]` is the background's).
+    pub classes: Vec<String>,
+}
+
+/// Something that predicts a class per pixel (an ONNX garment-parsing
+/// model). The pipeline turns its [`ClassMap`] into regions with
+/// [`from_class_map`].
+pub trait Segmenter: Send + Sync {
+    /// The backend's name for reports (`onnx`).
+    fn name(&self) -> &str;
+
+    /// The class map of `image` (same size). `progress` receives 0..=1.
+    fn classes(
+        &self,
+        image: &RgbImage,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<ClassMap, PipelineError>;
+}
+
+/// Regions from a model's class map: one region per class present (pixels
+/// outside `alpha`, when given, become background), largest first, each with
+/// its box, mean colour, pieces and class name. The label map keeps the
+/// model's class indices, so `segments` reads the same for every photo.
+pub fn from_class_map(
+    image: &RgbImage,
+    alpha: Option<&GrayImage>,
+    map: ClassMap,
+) -> Result<Segmentation, PipelineError> {
+    let (w, h) = image.dimensions();
+    if map.labels.dimensions() != (w, h) || alpha.is_some_and(|a| a.dimensions() != (w, h)) {
+        return Err(PipelineError::Internal(format!(
+            "class map {:?} differs from the image {:?}",
+            map.labels.dimensions(),
+            (w, h)
+        )));
+    }
+    let mut labels = map.labels;
+    if let Some(a) = alpha {
+        for (l, &av) in labels.iter_mut().zip(a.as_raw()) {
+            if av <= 127 {
+                *l = 0;
+            }
+        }
+    }
+    let mut stats = vec![Stats::default(); 256];
+    let raw = image.as_raw();
+    for (i, &l) in labels.as_raw().iter().enumerate() {
+        if l != 0 {
+            let (x, y) = ((i % w as usize) as u32, (i / w as usize) as u32);
+            stats[usize::from(l)].add(x, y, &raw[i * 3..i * 3 + 3]);
+        }
+    }
+    let total: u64 = stats.iter().map(|s| s.count).sum();
+    let mut present: Vec<usize> = (1..256).filter(|&l| stats[l].count > 0).collect();
+    present.sort_by(|&a, &b| stats[b].count.cmp(&stats[a].count));
+    let max_label = present.iter().copied().max().unwrap_or(0);
+    let pieces = pieces(&labels, max_label);
+    let regions = present
+        .iter()
+        .map(|&l| {
+            let s = &stats[l];
+            let (name, hex) = name_and_hex(s.mean());
+            let (components, pattern) = pieces.get(l - 1).copied().unwrap_or((0, "solid"));
+            Region {
+                label: l as u8,
+                class: Some(
+                    map.classes
+                        .get(l)
+                        .cloned()
+                        .unwrap_or_else(|| format!("class{l}")),
+                ),
+                pixels: s.count,
+                area_fraction: (s.count as f64 / total.max(1) as f64) as f32,
+                bbox: BoundingBox {
+                    x: s.x0,
+                    y: s.y0,
+                    width: s.x1 - s.x0 + 1,
+                    height: s.y1 - s.y0 + 1,
+                },
+                colors: vec![NamedColor {
+                    name,
+                    hex,
+                    fraction: 1.0,
+                }],
+                components,
+                pattern,
+            }
+        })
+        .collect();
+    Ok(Segmentation { labels, regions })
+}
+
 /// Colour clusters closer than this (ΔE*ab) are merged into one region.
 const MERGE_DELTA_E: f32 = 12.0;
 /// Clusters with fewer of the garment's pixels than this are merged away.
@@ -155,6 +252,7 @@ pub fn segment(
             let (name, hex) = name_and_hex(mean);
             Region {
                 label: new as u8 + 1,
+                class: None,
                 pixels: s.count,
                 area_fraction: (s.count as f64 / total) as f32,
                 bbox: BoundingBox {

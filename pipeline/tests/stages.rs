@@ -592,6 +592,7 @@ fn a_caller_supplied_remover_plugs_in() {
     let service = RectangleService;
     let backends = clothjob_pipeline::Backends {
         background_remover: Some(&service),
+        ..Default::default()
     };
     let mut events = Events::default();
     let out = clothjob_pipeline::run_with(

@@ -100,6 +100,7 @@ fn run_blocking(
         background_remover: remover
             .as_ref()
             .map(|r| r as &dyn clothjob_pipeline::matte::BackgroundRemover),
+        ..Backends::default()
     };
     clothjob_pipeline::run_with(bytes, options, limits, sink, &backends)
 }
