@@ -3,7 +3,8 @@
 //! - [`remote`]: background removal by rembg's HTTP server (`rembg s`,
 //!   `POST {url}/api/remove`), a [`clothjob_pipeline::matte::BackgroundRemover`].
 //! - [`gemini`]: catalog expansion by Gemini's `generateContent` REST API
-//!   (image in, image out), with retries, back-off and a request-size cap.
+//!   (image in, image out), with retries, back-off and a request-size cap; a
+//!   [`clothjob_pipeline::Expander`].
 //!
 //! Both are synchronous (`reqwest::blocking`): call them from a blocking thread
 //! (`tokio::task::spawn_blocking`), never from inside an async task.
@@ -11,5 +12,5 @@
 pub mod gemini;
 pub mod remote;
 
-pub use gemini::{Expansion, GeminiConfig, GeminiError, GeminiExpander};
+pub use gemini::{ExpandRequest, Expansion, GeminiConfig, GeminiError, GeminiExpander};
 pub use remote::{AlphaMattingThresholds, RemoteRemover};

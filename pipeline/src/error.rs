@@ -51,6 +51,22 @@ pub enum PipelineError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A backend (a network service, a model) was reached but failed the
+    /// work: it refused the input (a safety block, an image it cannot use) or
+    /// stayed busy, down or slow past its retries. `retryable` tells which.
+    #[error("backend {backend} of stage {stage} failed: {reason}")]
+    BackendFailed {
+        /// The stage whose backend failed.
+        stage: StageName,
+        /// The backend's name (`gemini`, …).
+        backend: String,
+        /// What went wrong, with the backend's own reason (`IMAGE_SAFETY`,
+        /// `HTTP 503 UNAVAILABLE`, …).
+        reason: String,
+        /// True when the same request may succeed later (busy, down, time-out);
+        /// false when the backend refused this input and always will.
+        retryable: bool,
+    },
     /// The options cannot work (a zero aspect ratio, a zero max side, …).
     #[error("invalid options: {0}")]
     InvalidOptions(String),
@@ -71,7 +87,7 @@ pub enum PipelineError {
 impl PipelineError {
     /// True when the same input (with the same options) can never succeed, so a
     /// retry is pointless: not an image, truncated or corrupt, over the limits,
-    /// or options that cannot work.
+    /// options that cannot work, or a backend that refused the input.
     pub fn is_bad_input(&self) -> bool {
         match self {
             Self::EmptyInput
@@ -80,12 +96,14 @@ impl PipelineError {
             | Self::Decode(_)
             | Self::InvalidOptions(_) => true,
             Self::Stage { source, .. } => source.is_bad_input(),
+            Self::BackendFailed { retryable, .. } => !retryable,
             Self::Encode { .. } | Self::BackendUnavailable { .. } | Self::Internal(_) => false,
         }
     }
 
     /// A small bounded label for metrics and Event reasons: one of
-    /// `"BadInput"`, `"InvalidOptions"`, `"Backend"`, `"Internal"`.
+    /// `"BadInput"`, `"InvalidOptions"`, `"Backend"`, `"Internal"`. A backend
+    /// that refused the input is `BadInput`; one that failed retryably `Backend`.
     pub fn category(&self) -> &'static str {
         match self {
             Self::EmptyInput
@@ -94,6 +112,13 @@ impl PipelineError {
             | Self::Decode(_) => "BadInput",
             Self::InvalidOptions(_) => "InvalidOptions",
             Self::BackendUnavailable { .. } => "Backend",
+            Self::BackendFailed { retryable, .. } => {
+                if *retryable {
+                    "Backend"
+                } else {
+                    "BadInput"
+                }
+            }
             Self::Stage { source, .. } => source.category(),
             Self::Encode { .. } | Self::Internal(_) => "Internal",
         }

@@ -44,10 +44,14 @@ impl RunError {
         }
     }
 
-    /// A bounded category for status reasons, Events and metric labels.
+    /// A bounded category for status reasons, Events and metric labels: `InvalidSpec` (the
+    /// settings cannot work: a missing key, options the pipeline rejects, a backend that
+    /// refuses the key or model), `BadInput` (the photo cannot succeed: not an image, or a
+    /// backend refused it, e.g. a safety block), `Transient`, `Backend` (retryable), `Internal`.
     pub fn category(&self) -> &'static str {
         match self {
             RunError::Config(_) => "InvalidSpec",
+            RunError::Pipeline(e) if e.category() == "InvalidOptions" => "InvalidSpec",
             _ if self.is_bad_input() => "BadInput",
             RunError::Kube(_) => "Transient",
             RunError::FetchSource { .. } | RunError::StoreOutput { .. } => "Transient",
@@ -63,5 +67,44 @@ impl RunError {
         } else {
             contract::EXIT_TRANSIENT
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clothjob_pipeline::StageName;
+
+    use super::*;
+
+    fn backend_failed(retryable: bool) -> RunError {
+        RunError::Pipeline(PipelineError::Stage {
+            stage: StageName::Expansion,
+            source: Box::new(PipelineError::BackendFailed {
+                stage: StageName::Expansion,
+                backend: "gemini".into(),
+                reason: "Gemini returned no image: blocked (IMAGE_SAFETY)".into(),
+                retryable,
+            }),
+        })
+    }
+
+    #[test]
+    fn a_refused_input_fails_at_once_and_a_busy_backend_is_retried() {
+        let refused = backend_failed(false);
+        assert_eq!(refused.category(), "BadInput");
+        assert_eq!(refused.exit_code(), contract::EXIT_BAD_INPUT);
+        assert!(refused.to_string().contains("IMAGE_SAFETY"), "{refused}");
+        let busy = backend_failed(true);
+        assert_eq!(busy.category(), "Backend");
+        assert_eq!(busy.exit_code(), contract::EXIT_TRANSIENT);
+    }
+
+    #[test]
+    fn options_the_pipeline_rejects_are_an_invalid_spec() {
+        let e = RunError::Pipeline(PipelineError::InvalidOptions("bad key".into()));
+        assert_eq!(e.category(), "InvalidSpec");
+        assert_eq!(e.exit_code(), contract::EXIT_BAD_INPUT);
+        let e = RunError::Pipeline(PipelineError::EmptyInput);
+        assert_eq!(e.category(), "BadInput");
     }
 }

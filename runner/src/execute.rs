@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clothjob_api::progress::Stage;
 use clothjob_api::{OutputStatus, RegionStatus, RunnerFailure};
-use clothjob_backends::RemoteRemover;
+use clothjob_backends::{GeminiConfig, GeminiExpander, RemoteRemover};
 use clothjob_pipeline::{Backends, Limits, Options, Region, RunOutput};
 use futures::future::try_join_all;
 use tokio::sync::mpsc::UnboundedSender;
@@ -31,6 +31,8 @@ pub struct Plan {
     pub fetch_timeout: Duration,
     /// The remote background remover, when the spec asks for one.
     pub remote_remover: Option<RemoteRemoverSettings>,
+    /// The Gemini client settings, when expansion runs on Gemini (`Debug` hides the key).
+    pub gemini: Option<GeminiConfig>,
 }
 
 /// The result of a successful run.
@@ -79,12 +81,14 @@ pub async fn execute(plan: &Plan, tx: UnboundedSender<Update>) -> Result<Finishe
     }
 }
 
-/// Runs the pipeline on this (blocking) thread, with a remote remover when configured.
+/// Runs the pipeline on this (blocking) thread, with the remote remover and the Gemini
+/// expander when configured.
 fn run_blocking(
     bytes: &[u8],
     options: &Options,
     limits: &Limits,
     remote: Option<&RemoteRemoverSettings>,
+    gemini: Option<GeminiConfig>,
     sink: &mut ChannelSink,
 ) -> Result<RunOutput, clothjob_pipeline::PipelineError> {
     let remover = match remote {
@@ -96,10 +100,14 @@ fn run_blocking(
         )?),
         None => None,
     };
+    let expander = gemini.map(GeminiExpander::new).transpose()?;
     let backends = Backends {
         background_remover: remover
             .as_ref()
             .map(|r| r as &dyn clothjob_pipeline::matte::BackgroundRemover),
+        expander: expander
+            .as_ref()
+            .map(|g| g as &dyn clothjob_pipeline::Expander),
         ..Backends::default()
     };
     clothjob_pipeline::run_with(bytes, options, limits, sink, &backends)
@@ -112,9 +120,17 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
     let options = plan.options.clone();
     let limits = plan.limits;
     let remote = plan.remote_remover.clone();
+    let gemini = plan.gemini.clone();
     let mut worker_sink = ChannelSink::new(sink.state.clone(), sink.sender());
     let (worker_sink, result) = tokio::task::spawn_blocking(move || {
-        let r = run_blocking(&bytes, &options, &limits, remote.as_ref(), &mut worker_sink);
+        let r = run_blocking(
+            &bytes,
+            &options,
+            &limits,
+            remote.as_ref(),
+            gemini,
+            &mut worker_sink,
+        );
         (worker_sink, r)
     })
     .await

@@ -1,8 +1,11 @@
 //! Maps a ClothJob's `spec.pipeline` and `spec.output` to the pipeline's own options.
 
+use std::time::Duration;
+
 use clothjob_api::{
     BackgroundRemovalBackend, ExpansionBackend, OnnxModel, Output, Pipeline, SegmentationBackend,
 };
+use clothjob_backends::gemini::{DEFAULT_ENDPOINT, GeminiConfig, GeminiExpander};
 use clothjob_pipeline::{
     BackgroundRemovalOptions, EncodingOptions, ExpansionOptions, Options, SegmentationOptions,
 };
@@ -52,6 +55,59 @@ pub fn remote_remover(p: &Pipeline) -> Option<RemoteRemoverSettings> {
             u64::try_from(r.timeout_seconds.unwrap_or(60)).unwrap_or(60),
         ),
     })
+}
+
+/// Env var holding the Gemini API key; the operator sets it from the Secret named by
+/// `expansion.gemini.apiKeySecretRef`.
+pub const ENV_GEMINI_API_KEY: &str = "GEMINI_API_KEY";
+
+/// The total time cap of the gemini expansion stage when the spec sets none, in seconds.
+pub const DEFAULT_GEMINI_TIMEOUT_SECONDS: i32 = 300;
+
+/// The value of [`ENV_GEMINI_API_KEY`], when set.
+pub fn gemini_api_key_from_env() -> Option<String> {
+    std::env::var(ENV_GEMINI_API_KEY).ok()
+}
+
+/// The Gemini client settings of a pipeline spec, when its expansion runs on Gemini:
+/// model, endpoint (default the public API), the spec's prompt appended to the built-in one,
+/// and `timeoutSeconds` (default 300) as the stage's total time cap. `api_key` is the value
+/// of [`ENV_GEMINI_API_KEY`]; without one (or with a bad model or endpoint) this is a
+/// [`RunError::Config`], before any work is done.
+pub fn gemini(p: &Pipeline, api_key: Option<String>) -> Result<Option<GeminiConfig>, RunError> {
+    let stage = &p.expansion;
+    if !stage.enabled || stage.backend != ExpansionBackend::Gemini {
+        return Ok(None);
+    }
+    let g = stage.gemini.as_ref().ok_or_else(|| {
+        RunError::Config(
+            "expansion.gemini (model, apiKeySecretRef) is required for the gemini backend".into(),
+        )
+    })?;
+    let key = api_key
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            RunError::Config(format!(
+                "the gemini expansion backend needs the API key in the environment variable \
+                 {ENV_GEMINI_API_KEY} (the operator sets it from the Secret key named by \
+                 expansion.gemini.apiKeySecretRef)"
+            ))
+        })?;
+    let mut config = GeminiConfig::new(key, g.model.trim());
+    config.endpoint = g
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+    config.extra_prompt = g.prompt.clone();
+    let seconds = g
+        .timeout_seconds
+        .unwrap_or(DEFAULT_GEMINI_TIMEOUT_SECONDS)
+        .max(1);
+    config.total_timeout = Duration::from_secs(u64::try_from(seconds).unwrap_or(300));
+    GeminiExpander::new(config.clone())
+        .map_err(|e| RunError::Config(format!("expansion.gemini: {e}")))?;
+    Ok(Some(config))
 }
 
 /// Parses `#RRGGBB`.
@@ -121,9 +177,7 @@ pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError>
         match p.expansion.backend {
             ExpansionBackend::Builtin => {}
             ExpansionBackend::Gemini => {
-                return Err(RunError::Config(
-                    "the gemini expansion backend is not available in this runner yet".into(),
-                ));
+                e.backend = clothjob_pipeline::ExpansionBackend::Gemini;
             }
         }
         if let Some(bg) = &p.expansion.background {
@@ -221,6 +275,65 @@ mod tests {
         ));
         let builtin: Pipeline = serde_yaml::from_str("{}").unwrap();
         assert!(remote_remover(&builtin).is_none());
+    }
+
+    fn gemini_spec(extra: &str) -> Pipeline {
+        serde_yaml::from_str(&format!(
+            "expansion: {{backend: gemini, gemini: {{model: gemini-2.5-flash-image, apiKeySecretRef: {{name: g, key: k}}{extra}}}}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn gemini_expansion_carries_its_settings_and_defaults() {
+        let p = gemini_spec("");
+        let o = pipeline_options(&p, &output()).unwrap();
+        assert_eq!(
+            o.expansion.unwrap().backend,
+            clothjob_pipeline::ExpansionBackend::Gemini
+        );
+        let c = gemini(&p, Some("key-1".into())).unwrap().unwrap();
+        assert_eq!(c.api_key, "key-1");
+        assert_eq!(c.model, "gemini-2.5-flash-image");
+        assert_eq!(c.endpoint, "https://generativelanguage.googleapis.com");
+        assert_eq!(c.total_timeout, Duration::from_secs(300));
+        assert_eq!(c.extra_prompt, None);
+
+        let p = gemini_spec(
+            ", endpoint: 'http://127.0.0.1:9', prompt: 'Fold the sleeves.', timeoutSeconds: 20",
+        );
+        let c = gemini(&p, Some("key-2".into())).unwrap().unwrap();
+        assert_eq!(c.endpoint, "http://127.0.0.1:9");
+        assert_eq!(c.extra_prompt.as_deref(), Some("Fold the sleeves."));
+        assert_eq!(c.total_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn gemini_without_a_key_or_settings_is_a_config_error() {
+        let p = gemini_spec("");
+        for key in [None, Some(String::new()), Some("  ".into())] {
+            let e = gemini(&p, key).unwrap_err();
+            assert!(matches!(e, RunError::Config(_)), "{e}");
+            assert!(e.to_string().contains("GEMINI_API_KEY"), "{e}");
+            assert_eq!(e.category(), "InvalidSpec");
+            assert_eq!(e.exit_code(), clothjob_api::contract::EXIT_BAD_INPUT);
+        }
+        let no_block: Pipeline = serde_yaml::from_str("expansion: {backend: gemini}\n").unwrap();
+        let e = gemini(&no_block, Some("k".into())).unwrap_err();
+        assert!(e.to_string().contains("expansion.gemini"), "{e}");
+        let bad_endpoint = gemini_spec(", endpoint: 'ftp://x'");
+        assert!(matches!(
+            gemini(&bad_endpoint, Some("k".into())),
+            Err(RunError::Config(_))
+        ));
+        // Builtin expansion or a disabled stage needs no key.
+        let builtin: Pipeline = serde_yaml::from_str("{}").unwrap();
+        assert!(gemini(&builtin, None).unwrap().is_none());
+        let off: Pipeline = serde_yaml::from_str(
+            "expansion: {enabled: false, backend: gemini, gemini: {model: m, apiKeySecretRef: {name: g, key: k}}}\n",
+        )
+        .unwrap();
+        assert!(gemini(&off, None).unwrap().is_none());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::sync::mpsc::unbounded_channel;
 
 use crate::error::RunError;
 use crate::execute::{Plan, execute};
-use crate::options::{pipeline_options, remote_remover};
+use crate::options::{gemini, gemini_api_key_from_env, pipeline_options, remote_remover};
 use crate::source::SourceLocation;
 use crate::store::output_uri;
 use crate::writer::write_updates;
@@ -73,6 +73,7 @@ async fn run() -> Result<(), RunError> {
         output_dir: output_uri(&cj.spec.output.uri, &namespace, &name, ""),
         fetch_timeout: Duration::from_secs(120),
         remote_remover: remote_remover(&cj.spec.pipeline),
+        gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
     };
     tracing::info!(%namespace, %name, output = %plan.output_dir, "running");
     let (tx, rx) = unbounded_channel();

@@ -12,7 +12,9 @@ use tokio::sync::mpsc::unbounded_channel;
 
 use crate::error::RunError;
 use crate::execute::{Finished, Plan, execute};
-use crate::options::{pipeline_options, remote_remover};
+use crate::options::{
+    ENV_GEMINI_API_KEY, gemini, gemini_api_key_from_env, pipeline_options, remote_remover,
+};
 use crate::source::SourceLocation;
 
 /// Settings file of `process`: the same `pipeline` and `output` blocks as a ClothJob spec
@@ -63,7 +65,8 @@ pub fn set_path(root: &mut serde_json::Value, assignment: &str) -> Result<(), Ru
 
 /// Builds the pipeline and output settings from a config file and `--set` assignments.
 /// Assignments address `pipeline` fields directly (`expansion.enabled=false`) or the output
-/// with an `output.` prefix (`output.maxSide=512`).
+/// with an `output.` prefix (`output.maxSide=512`). An `expansion.gemini` block needs no
+/// `apiKeySecretRef` here: `process` reads the key from `GEMINI_API_KEY`.
 pub fn settings(config: Option<&Path>, sets: &[String]) -> Result<(Pipeline, Output), RunError> {
     let mut cfg = match config {
         Some(p) => {
@@ -82,6 +85,15 @@ pub fn settings(config: Option<&Path>, sets: &[String]) -> Result<(Pipeline, Out
     }
     if cfg.pipeline.is_null() {
         cfg.pipeline = serde_json::json!({});
+    }
+    if let Some(g) = cfg
+        .pipeline
+        .pointer_mut("/expansion/gemini")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        g.entry("apiKeySecretRef").or_insert_with(
+            || serde_json::json!({"name": "(environment)", "key": ENV_GEMINI_API_KEY}),
+        );
     }
     if !cfg.output.is_object() {
         cfg.output = serde_json::json!({});
@@ -171,6 +183,7 @@ async fn process_inner(
         output_dir: format!("file://{}", out.display()),
         fetch_timeout: Duration::from_secs(120),
         remote_remover: remote_remover(&pipeline),
+        gemini: gemini(&pipeline, gemini_api_key_from_env())?,
     };
     let started = Instant::now();
     let (tx, mut rx) = unbounded_channel::<crate::progress::Update>();
@@ -290,6 +303,25 @@ mod tests {
         assert_eq!(p.expansion.background.as_deref(), Some("#000000"));
         assert_eq!(o.max_side, 512);
         assert_eq!(o.jpeg_quality, 85);
+    }
+
+    #[test]
+    fn gemini_can_be_chosen_with_set_alone() {
+        let sets = [
+            "expansion.backend=gemini",
+            "expansion.gemini.model=gemini-2.5-flash-image",
+            "expansion.gemini.endpoint=http://127.0.0.1:8080",
+            "expansion.gemini.timeoutSeconds=30",
+        ]
+        .map(String::from);
+        let (p, _) = settings(None, &sets).unwrap();
+        assert_eq!(p.expansion.backend, clothjob_api::ExpansionBackend::Gemini);
+        let g = p.expansion.gemini.clone().unwrap();
+        assert_eq!(g.model, "gemini-2.5-flash-image");
+        assert_eq!(g.endpoint.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(g.timeout_seconds, Some(30));
+        let c = gemini(&p, Some("k".into())).unwrap().unwrap();
+        assert_eq!(c.total_timeout, Duration::from_secs(30));
     }
 
     #[test]

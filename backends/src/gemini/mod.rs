@@ -17,6 +17,14 @@
 //! the model's text when it stopped normally: [`GeminiError::Blocked`] /
 //! [`GeminiError::NoImage`], never retried.
 //!
+//! The instructions ([`DEFAULT_PROMPT`]) ask for the garment unchanged,
+//! centred on a plain studio background of the canvas colour at the aspect
+//! ratio; [`GeminiConfig::extra_prompt`] and the call's extra text are
+//! appended. As the pipeline's [`clothjob_pipeline::Expander`] (module
+//! `expander`), the cut-out is sent composited on the background colour (the
+//! photo when there is none) and errors map to
+//! [`clothjob_pipeline::PipelineError`] by whether a retry can help.
+//!
 //! Retries: HTTP 408, 429, 500, 502, 503, 504, time-outs and connection errors
 //! are retried with exponential back-off and jitter, waiting at least what the
 //! server asks for (`Retry-After` header, or `google.rpc.RetryInfo.retryDelay`
@@ -25,21 +33,23 @@
 //! time left; a wait that would end past it is not started). Other statuses
 //! (400, 401, 403, 404, …) and malformed replies are never retried.
 
+mod expander;
+mod prompt;
+mod wire;
+
 use std::fmt;
-use std::io::Cursor;
 use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use clothjob_pipeline::{PipelineError, StageName};
+use image::RgbaImage;
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageFormat, RgbaImage};
 use reqwest::blocking::Client;
-use serde_json::{Value, json};
 use url::Url;
 
-use crate::remote::{chain, quote};
+use crate::remote::chain;
+
+pub use prompt::DEFAULT_PROMPT;
 
 /// The backend's name in reports and errors.
 pub const BACKEND_NAME: &str = "gemini";
@@ -70,14 +80,6 @@ pub const SUPPORTED_ASPECT_RATIOS: [(u32, u32); 10] = [
 /// HTTP statuses that are retried.
 const RETRYABLE_STATUSES: [u16; 6] = [408, 429, 500, 502, 503, 504];
 
-/// The default instructions; `{ratio}` is replaced by the aspect ratio.
-const DEFAULT_PROMPT: &str = "This is a photo of a single garment cut out from its background. \
-Make a catalog product image of it with aspect ratio {ratio}: the same garment, unchanged \
-(shape, proportions, colours, fabric texture, print, logos, seams and every detail kept \
-exactly), centred and fully visible with a small even margin, on a plain, evenly lit, very \
-light grey studio background with only a soft natural shadow beneath it. No person, \
-mannequin, hanger, props, text or watermark.";
-
 /// Settings of a [`GeminiExpander`]. `Debug` does not show the key.
 #[derive(Clone)]
 pub struct GeminiConfig {
@@ -88,11 +90,16 @@ pub struct GeminiConfig {
     pub model: String,
     /// The API key, sent as `x-goog-api-key` (the caller reads `GEMINI_API_KEY`).
     pub api_key: String,
-    /// Replaces the default instructions; `{ratio}` in it becomes e.g. `3:4`.
+    /// Replaces [`DEFAULT_PROMPT`]; `{ratio}` in it becomes e.g. `3:4`,
+    /// `{background}` the canvas colour, `{input}` what the picture is.
     pub prompt: Option<String>,
+    /// Appended to the instructions of every call (a job's own wishes).
+    pub extra_prompt: Option<String>,
     /// Time-out of one attempt (connect, upload, generation, reply).
     pub request_timeout: Duration,
-    /// Cap on the whole call: all attempts and the waits between them.
+    /// Cap on the whole call: all attempts and the waits between them. As a
+    /// pipeline [`clothjob_pipeline::Expander`], the cap of the whole stage
+    /// (every aspect ratio), counted from the first canvas asked of this value.
     pub total_timeout: Duration,
     /// Attempts at most, the first included (at least 1).
     pub max_attempts: u32,
@@ -116,6 +123,7 @@ impl GeminiConfig {
             model: model.into(),
             api_key: api_key.into(),
             prompt: None,
+            extra_prompt: None,
             request_timeout: Duration::from_secs(120),
             total_timeout: Duration::from_secs(300),
             max_attempts: 5,
@@ -134,6 +142,7 @@ impl fmt::Debug for GeminiConfig {
             .field("model", &self.model)
             .field("api_key", &"<redacted>")
             .field("prompt", &self.prompt)
+            .field("extra_prompt", &self.extra_prompt)
             .field("request_timeout", &self.request_timeout)
             .field("total_timeout", &self.total_timeout)
             .field("max_attempts", &self.max_attempts)
@@ -164,6 +173,8 @@ pub enum GeminiError {
         status_name: Option<String>,
         /// `error.message` of the body, or the start of the body.
         message: String,
+        /// The `google.rpc.ErrorInfo` reason of the body (`API_KEY_INVALID`, …).
+        reason: Option<String>,
         /// How long the server asked to wait (`Retry-After` or `RetryInfo`).
         retry_after: Option<Duration>,
     },
@@ -228,8 +239,23 @@ impl GeminiError {
         }
     }
 
+    /// True when the settings are at fault rather than the input or the
+    /// server's load: bad settings, a rejected key (401, 403, or an
+    /// `API_KEY_*` reason), an unknown model (404), or replies that are not
+    /// the API's (a wrong endpoint). Never retryable.
+    pub fn is_settings_fault(&self) -> bool {
+        match self {
+            Self::InvalidConfig(_) | Self::MalformedResponse(_) => true,
+            Self::Http { status, reason, .. } => {
+                matches!(status, 401 | 403 | 404)
+                    || reason.as_deref().is_some_and(|r| r.starts_with("API_KEY"))
+            }
+            _ => false,
+        }
+    }
+
     /// A small bounded label for metrics and events: `InvalidOptions`,
-    /// `Internal`, `Auth` (401/403), `RateLimited` (429), `Unavailable`
+    /// `Internal`, `Auth` (401/403, `API_KEY_*`), `RateLimited` (429), `Unavailable`
     /// (408, 5xx), `InvalidRequest` (other 4xx and 1xx/3xx), `Timeout`,
     /// `Connection`, `Blocked`, `NoImage`, `MalformedResponse`; after retries,
     /// the last error's.
@@ -237,6 +263,11 @@ impl GeminiError {
         match self {
             Self::InvalidConfig(_) => "InvalidOptions",
             Self::Image(_) => "Internal",
+            Self::Http { reason, .. }
+                if reason.as_deref().is_some_and(|r| r.starts_with("API_KEY")) =>
+            {
+                "Auth"
+            }
             Self::Http { status, .. } => match status {
                 401 | 403 => "Auth",
                 429 => "RateLimited",
@@ -261,26 +292,6 @@ impl GeminiError {
     }
 }
 
-impl From<GeminiError> for PipelineError {
-    /// Retryable errors become [`PipelineError::BackendUnavailable`] (category
-    /// `Backend`); an image error `Internal`; everything a retry cannot fix
-    /// (settings, rejected request, blocked or imageless reply, a reply that is
-    /// not the API's) [`PipelineError::InvalidOptions`], so the job is not retried.
-    fn from(e: GeminiError) -> Self {
-        if e.is_retryable() {
-            PipelineError::BackendUnavailable {
-                stage: StageName::Expansion,
-                backend: BACKEND_NAME.to_owned(),
-                reason: e.to_string(),
-            }
-        } else if matches!(e, GeminiError::Image(_)) {
-            PipelineError::Internal(e.to_string())
-        } else {
-            PipelineError::InvalidOptions(format!("expansion backend {BACKEND_NAME}: {e}"))
-        }
-    }
-}
-
 /// A successful expansion and how it went.
 #[derive(Debug, Clone)]
 pub struct Expansion {
@@ -298,6 +309,39 @@ pub struct Expansion {
     pub attempts: u32,
 }
 
+/// One catalog canvas to ask for.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpandRequest<'a> {
+    /// Aspect ratio (width, height) of the canvas.
+    pub aspect: (u32, u32),
+    /// The canvas colour, named in the instructions.
+    pub background: [u8; 3],
+    /// The image is the garment cut out onto `background`; else the photo as
+    /// taken (the instructions then ask to replace its surroundings).
+    pub cut_out: bool,
+    /// Appended to the instructions, after [`GeminiConfig::extra_prompt`].
+    pub prompt_extra: Option<&'a str>,
+    /// The longest side sent when below [`GeminiConfig::max_input_side`].
+    pub max_input_side: Option<u32>,
+    /// No attempt runs past this instant (a stage's time budget), nor past
+    /// [`GeminiConfig::total_timeout`] from the call's start.
+    pub deadline: Option<Instant>,
+}
+
+impl ExpandRequest<'_> {
+    /// A cut-out onto a white canvas of ratio `aspect`, nothing else asked.
+    pub fn new(aspect: (u32, u32)) -> Self {
+        Self {
+            aspect,
+            background: [255, 255, 255],
+            cut_out: true,
+            prompt_extra: None,
+            max_input_side: None,
+            deadline: None,
+        }
+    }
+}
+
 /// A Gemini `generateContent` client that expands cut-outs onto catalog canvases.
 #[derive(Debug, Clone)]
 pub struct GeminiExpander {
@@ -306,6 +350,9 @@ pub struct GeminiExpander {
     /// Built on first use, on the calling (blocking) thread: a blocking client
     /// must not be built inside an async task.
     client: OnceLock<Client>,
+    /// When the first canvas was asked of this value as a pipeline expander:
+    /// the start of the stage's time budget.
+    stage_start: OnceLock<Instant>,
 }
 
 impl GeminiExpander {
@@ -367,6 +414,7 @@ impl GeminiExpander {
             config,
             url,
             client: OnceLock::new(),
+            stage_start: OnceLock::new(),
         })
     }
 
@@ -394,9 +442,9 @@ impl GeminiExpander {
         &self.url
     }
 
-    /// `image` (a cut-out) on a catalog canvas of aspect ratio `aspect`
+    /// `image` (a cut-out) on a white catalog canvas of aspect ratio `aspect`
     /// (width, height), made by Gemini; `prompt_extra` is appended to the
-    /// instructions.
+    /// instructions. See [`Self::expand_request`] for the other settings.
     pub fn expand(
         &self,
         image: &RgbaImage,
@@ -414,14 +462,44 @@ impl GeminiExpander {
         aspect: (u32, u32),
         prompt_extra: Option<&str>,
     ) -> Result<Expansion, GeminiError> {
+        self.expand_request(
+            image,
+            &ExpandRequest {
+                prompt_extra,
+                ..ExpandRequest::new(aspect)
+            },
+        )
+    }
+
+    /// `image` on the catalog canvas `request` describes, made by Gemini,
+    /// with the details of the call.
+    pub fn expand_request(
+        &self,
+        image: &RgbaImage,
+        request: &ExpandRequest<'_>,
+    ) -> Result<Expansion, GeminiError> {
         let start = Instant::now();
-        let aspect = reduce(aspect)?;
+        let aspect = reduce(request.aspect)?;
         let (sent_ratio_w, sent_ratio_h) = nearest_supported(aspect);
         let aspect_ratio = format!("{sent_ratio_w}:{sent_ratio_h}");
-        let prompt = self.prompt(&aspect_ratio, prompt_extra);
-        let (body, sent_size) = self.body(image, &prompt, &aspect_ratio)?;
+        let prompt = prompt::build(
+            self.config.prompt.as_deref(),
+            &prompt::PromptParts {
+                aspect_ratio: &aspect_ratio,
+                background: request.background,
+                cut_out: request.cut_out,
+                extras: [self.config.extra_prompt.as_deref(), request.prompt_extra],
+            },
+        );
+        let max_side = request
+            .max_input_side
+            .map_or(self.config.max_input_side, |m| {
+                m.clamp(1, self.config.max_input_side)
+            });
+        let (body, sent_size) = self.body(image, &prompt, &aspect_ratio, max_side)?;
 
-        let deadline = start + self.config.total_timeout;
+        let own = start + self.config.total_timeout;
+        let deadline = request.deadline.map_or(own, |d| d.min(own));
         let mut attempts = 0u32;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -429,7 +507,9 @@ impl GeminiExpander {
                 return Err(GeminiError::RetriesExhausted {
                     attempts,
                     elapsed: start.elapsed(),
-                    last: Box::new(GeminiError::Timeout(self.config.total_timeout)),
+                    last: Box::new(GeminiError::Timeout(
+                        deadline.saturating_duration_since(start),
+                    )),
                 });
             }
             attempts += 1;
@@ -464,43 +544,33 @@ impl GeminiExpander {
         }
     }
 
-    /// The instructions for one call.
-    fn prompt(&self, aspect_ratio: &str, extra: Option<&str>) -> String {
-        let base = self.config.prompt.as_deref().unwrap_or(DEFAULT_PROMPT);
-        let mut prompt = base.replace("{ratio}", aspect_ratio);
-        if let Some(extra) = extra.map(str::trim).filter(|s| !s.is_empty()) {
-            prompt.push(' ');
-            prompt.push_str(extra);
-        }
-        prompt
-    }
-
     /// The JSON body, with the image downscaled until it fits the size cap.
     fn body(
         &self,
         image: &RgbaImage,
         prompt: &str,
         aspect_ratio: &str,
+        max_side: u32,
     ) -> Result<(Vec<u8>, (u32, u32)), GeminiError> {
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
             return Err(GeminiError::Image("the image is empty".to_owned()));
         }
         let limit = self.config.max_request_bytes;
-        let mut scale = (f64::from(self.config.max_input_side) / f64::from(w.max(h))).min(1.0);
+        let mut scale = (f64::from(max_side) / f64::from(w.max(h))).min(1.0);
         for _ in 0..8 {
             let (sw, sh) = scaled(w, h, scale);
             let png = if (sw, sh) == (w, h) {
-                encode_png(image)?
+                wire::encode_png(image)?
             } else {
-                encode_png(&image::imageops::resize(
+                wire::encode_png(&image::imageops::resize(
                     image,
                     sw,
                     sh,
                     FilterType::Triangle,
                 ))?
             };
-            let body = request_body(prompt, &png, aspect_ratio)?;
+            let body = wire::request_body(prompt, &png, aspect_ratio)?;
             if body.len() < limit {
                 return Ok((body, (sw, sh)));
             }
@@ -528,14 +598,14 @@ impl GeminiExpander {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(wire::parse_retry_after);
         let bytes = response
             .bytes()
             .map_err(|e| self.transport_error(&e, timeout))?;
         if !status.is_success() {
-            return Err(http_error(status.as_u16(), &bytes, header_delay));
+            return Err(wire::http_error(status.as_u16(), &bytes, header_delay));
         }
-        parse_reply(&bytes)
+        wire::parse_reply(&bytes)
     }
 
     fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> GeminiError {
@@ -618,195 +688,6 @@ fn crop_to_aspect(image: RgbaImage, (a, b): (u32, u32)) -> RgbaImage {
     image::imageops::crop_imm(&image, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image()
 }
 
-fn encode_png(image: &RgbaImage) -> Result<Vec<u8>, GeminiError> {
-    let mut png = Vec::new();
-    image
-        .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
-        .map_err(|e| GeminiError::Image(format!("PNG encoding: {e}")))?;
-    Ok(png)
-}
-
-/// The documented `generateContent` body.
-fn request_body(prompt: &str, png: &[u8], aspect_ratio: &str) -> Result<Vec<u8>, GeminiError> {
-    let data = base64::engine::general_purpose::STANDARD.encode(png);
-    let body = json!({
-        "contents": [{
-            "parts": [
-                { "text": prompt },
-                { "inlineData": { "mimeType": "image/png", "data": data } }
-            ]
-        }],
-        "generationConfig": {
-            "responseModalities": ["TEXT", "IMAGE"],
-            "imageConfig": { "aspectRatio": aspect_ratio }
-        }
-    });
-    serde_json::to_vec(&body).map_err(|e| GeminiError::Image(format!("JSON encoding: {e}")))
-}
-
-/// `Retry-After` in seconds (integer or decimal); HTTP dates are ignored.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let secs: f64 = value.trim().parse().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
-}
-
-/// A protobuf JSON duration (`"2s"`, `"1.5s"`, `"0.300s"`).
-fn parse_proto_duration(value: &str) -> Option<Duration> {
-    parse_retry_after(value.trim().strip_suffix('s')?)
-}
-
-/// The error of a non-2xx reply: `error.message`, `error.status` and the
-/// longer of the `Retry-After` header and a `google.rpc.RetryInfo.retryDelay`.
-fn http_error(status: u16, body: &[u8], header_delay: Option<Duration>) -> GeminiError {
-    let parsed: Option<Value> = serde_json::from_slice(body).ok();
-    let error = parsed.as_ref().and_then(|v| v.get("error"));
-    let message = error
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| quote(body));
-    let status_name = error
-        .and_then(|e| e.get("status"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let body_delay = error
-        .and_then(|e| e.get("details"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|d| {
-            d.get("@type")
-                .and_then(Value::as_str)
-                .is_some_and(|t| t.ends_with("google.rpc.RetryInfo"))
-        })
-        .filter_map(|d| {
-            d.get("retryDelay")
-                .or_else(|| d.get("retry_delay"))
-                .and_then(Value::as_str)
-                .and_then(parse_proto_duration)
-        })
-        .max();
-    GeminiError::Http {
-        status,
-        status_name,
-        message,
-        retry_after: header_delay.max(body_delay),
-    }
-}
-
-/// `v[camel]`, or `v[snake]`.
-fn field<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a Value> {
-    v.get(camel).or_else(|| v.get(snake))
-}
-
-/// The image of a successful reply, or why there is none.
-fn parse_reply(body: &[u8]) -> Result<RgbaImage, GeminiError> {
-    let reply: Value = serde_json::from_slice(body)
-        .map_err(|e| GeminiError::MalformedResponse(format!("not JSON ({e}): {}", quote(body))))?;
-    if !reply.is_object() {
-        return Err(GeminiError::MalformedResponse(format!(
-            "not a JSON object: {}",
-            quote(body)
-        )));
-    }
-    let candidates: &[Value] = reply
-        .get("candidates")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    let parts = || {
-        candidates
-            .iter()
-            .filter_map(|c| c.get("content")?.get("parts")?.as_array())
-            .flatten()
-    };
-    let images = || {
-        parts().filter_map(|p| {
-            let inline = field(p, "inlineData", "inline_data")?;
-            let mime = field(inline, "mimeType", "mime_type").and_then(Value::as_str);
-            if mime.is_some_and(|m| !m.starts_with("image/")) {
-                return None;
-            }
-            let thought = p.get("thought").and_then(Value::as_bool).unwrap_or(false);
-            Some((inline.get("data").and_then(Value::as_str), thought))
-        })
-    };
-    let chosen = images()
-        .find(|(_, thought)| !thought)
-        .or_else(|| images().next_back());
-    if let Some((data, _)) = chosen {
-        let data = data.ok_or_else(|| {
-            GeminiError::MalformedResponse("an inlineData part without data".to_owned())
-        })?;
-        return decode_image(data);
-    }
-
-    let feedback = field(&reply, "promptFeedback", "prompt_feedback");
-    if let Some(reason) = feedback
-        .and_then(|f| field(f, "blockReason", "block_reason"))
-        .and_then(Value::as_str)
-    {
-        let message = feedback
-            .and_then(|f| field(f, "blockReasonMessage", "block_reason_message"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        return Err(GeminiError::Blocked {
-            reason: reason.to_owned(),
-            message,
-        });
-    }
-    if candidates.is_empty() {
-        return Err(GeminiError::MalformedResponse(format!(
-            "no candidates and no promptFeedback.blockReason: {}",
-            quote(body)
-        )));
-    }
-    let finish = |c: &Value| {
-        field(c, "finishReason", "finish_reason")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    if let Some(c) = candidates
-        .iter()
-        .find(|c| finish(c).is_some_and(|r| r != "STOP" && r != "FINISH_REASON_UNSPECIFIED"))
-    {
-        return Err(GeminiError::Blocked {
-            reason: finish(c).unwrap_or_default(),
-            message: field(c, "finishMessage", "finish_message")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        });
-    }
-    let text: String = parts()
-        .filter_map(|p| p.get("text").and_then(Value::as_str))
-        .collect::<Vec<_>>()
-        .join(" ");
-    Err(GeminiError::NoImage {
-        finish_reason: candidates
-            .iter()
-            .find_map(finish)
-            .unwrap_or_else(|| "none".to_owned()),
-        text: (!text.trim().is_empty()).then(|| quote(text.as_bytes())),
-    })
-}
-
-fn decode_image(data: &str) -> Result<RgbaImage, GeminiError> {
-    let compact: String = data.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(&compact)
-        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(&compact))
-        .map_err(|e| {
-            GeminiError::MalformedResponse(format!("inlineData.data is not base64: {e}"))
-        })?;
-    let image: DynamicImage = image::load_from_memory(&bytes).map_err(|e| {
-        GeminiError::MalformedResponse(format!(
-            "inlineData.data ({} bytes) is not an image: {e}",
-            bytes.len()
-        ))
-    })?;
-    Ok(image.to_rgba8())
-}
-
 /// A number in 0..1, random enough for jitter.
 fn random_fraction() -> f64 {
     use std::hash::{BuildHasher, Hasher};
@@ -840,28 +721,6 @@ mod tests {
         assert_eq!(out.dimensions(), (864, 1152));
         let img = RgbaImage::new(900, 1200);
         assert_eq!(crop_to_aspect(img, (3, 4)).dimensions(), (900, 1200));
-    }
-
-    #[test]
-    fn retry_delays_parse() {
-        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(parse_proto_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(
-            parse_proto_duration("0.300s"),
-            Some(Duration::from_millis(300))
-        );
-        assert_eq!(parse_proto_duration("2"), None);
-        let e = http_error(
-            429,
-            br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"2s"}]}}"#,
-            Some(Duration::from_secs(1)),
-        );
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
-        assert_eq!(e.category(), "RateLimited");
-        assert!(e.is_retryable());
-        assert!(e.to_string().contains("RESOURCE_EXHAUSTED"), "{e}");
     }
 
     #[test]
@@ -900,46 +759,5 @@ mod tests {
             g.url().as_str(),
             "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash-image:generateContent"
         );
-    }
-
-    #[test]
-    fn a_final_image_wins_over_a_thought_image() {
-        let png = |v: u8| {
-            let mut out = Vec::new();
-            RgbaImage::from_pixel(2, 2, image::Rgba([v, v, v, 255]))
-                .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
-                .unwrap();
-            base64::engine::general_purpose::STANDARD.encode(out)
-        };
-        let reply = json!({ "candidates": [{ "content": { "parts": [
-            { "inlineData": { "mimeType": "image/png", "data": png(10) }, "thought": true },
-            { "text": "done" },
-            { "inlineData": { "mimeType": "image/png", "data": png(200) } }
-        ] }, "finishReason": "STOP" }] });
-        let img = parse_reply(&serde_json::to_vec(&reply).unwrap()).unwrap();
-        assert_eq!(img.get_pixel(0, 0).0[0], 200);
-        let only_thought = json!({ "candidates": [{ "content": { "parts": [
-            { "inlineData": { "mimeType": "image/png", "data": png(10) }, "thought": true }
-        ] } }] });
-        let img = parse_reply(&serde_json::to_vec(&only_thought).unwrap()).unwrap();
-        assert_eq!(img.get_pixel(0, 0).0[0], 10);
-    }
-
-    #[test]
-    fn pipeline_error_mapping() {
-        let blocked = GeminiError::Blocked {
-            reason: "IMAGE_SAFETY".to_owned(),
-            message: None,
-        };
-        assert!(PipelineError::from(blocked).is_bad_input());
-        let busy = GeminiError::Http {
-            status: 503,
-            status_name: None,
-            message: "x".to_owned(),
-            retry_after: None,
-        };
-        let p = PipelineError::from(busy);
-        assert!(!p.is_bad_input());
-        assert_eq!(p.category(), "Backend");
     }
 }

@@ -2,6 +2,7 @@
 //! records every request, and helpers to start the real rembg server.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod gemini;
 pub mod rembg;
 
 use std::io::{BufRead, BufReader, Read, Write};
