@@ -19,6 +19,8 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use sha2::{Digest, Sha256};
 
+mod gemini;
+
 const MINUTE: Duration = Duration::from_secs(60);
 
 fn manifest(name: &str, source_url: &str, output: &str, extra: &str) -> String {

@@ -54,7 +54,8 @@ pub enum PipelineError {
     /// A backend (a network service, a model) was reached but failed the
     /// work: it refused the input (a safety block, an image it cannot use) or
     /// stayed busy, down or slow past its retries. `retryable` tells which.
-    #[error("backend {backend} of stage {stage} failed: {reason}")]
+    /// (The message leaves the stage to the [`PipelineError::Stage`] around it.)
+    #[error("backend {backend} failed: {reason}")]
     BackendFailed {
         /// The stage whose backend failed.
         stage: StageName,

@@ -109,6 +109,7 @@ fn a_safety_block_fails_at_once_with_its_reason() {
     let out = process(dir.path(), &fake.endpoint(), Some(KEY), &[]);
     assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{}", stderr(&out));
     let err = stderr(&out);
+    eprintln!("process said: {err}");
     assert!(err.contains("error (BadInput)"), "{err}");
     assert!(err.contains("IMAGE_SAFETY"), "{err}");
     assert_eq!(fake.calls().len(), 1);
@@ -146,6 +147,7 @@ fn a_gemini_that_stays_unavailable_past_the_cap_is_transient() {
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(EXIT_TRANSIENT), "{}", stderr(&out));
     let err = stderr(&out);
+    eprintln!("process said: {err}");
     assert!(err.contains("error (Backend)"), "{err}");
     assert!(err.contains("503") && err.contains("overloaded"), "{err}");
     // Attempts at ~0 s and ~1 s (Retry-After: 1); a third would start past the 2 s cap.
@@ -160,6 +162,7 @@ fn a_missing_key_is_a_config_error_before_any_request() {
     let out = process(dir.path(), &fake.endpoint(), None, &[]);
     assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{}", stderr(&out));
     let err = stderr(&out);
+    eprintln!("process said: {err}");
     assert!(err.contains("error (InvalidSpec)"), "{err}");
     assert!(err.contains("GEMINI_API_KEY"), "{err}");
     assert_eq!(fake.calls().len(), 0);

@@ -1,5 +1,6 @@
 //! Test support: a tiny scripted HTTP/1.1 server on loopback (std only) that
-//! records every request, and helpers to start the real rembg server.
+//! records every request, a fake Gemini on it (`gemini`), and helpers to start
+//! the real rembg server. Also included (`#[path]`) by the runner's and e2e tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod gemini;
