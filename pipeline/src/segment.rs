@@ -100,32 +100,17 @@ pub fn from_class_map(
     let regions = present
         .iter()
         .map(|&l| {
-            let s = &stats[l];
-            let (name, hex) = name_and_hex(s.mean());
             let (components, pattern) = pieces.get(l - 1).copied().unwrap_or((0, "solid"));
+            let class = map
+                .classes
+                .get(l)
+                .cloned()
+                .unwrap_or_else(|| format!("class{l}"));
             Region {
-                label: l as u8,
-                class: Some(
-                    map.classes
-                        .get(l)
-                        .cloned()
-                        .unwrap_or_else(|| format!("class{l}")),
-                ),
-                pixels: s.count,
-                area_fraction: (s.count as f64 / total.max(1) as f64) as f32,
-                bbox: BoundingBox {
-                    x: s.x0,
-                    y: s.y0,
-                    width: s.x1 - s.x0 + 1,
-                    height: s.y1 - s.y0 + 1,
-                },
-                colors: vec![NamedColor {
-                    name,
-                    hex,
-                    fraction: 1.0,
-                }],
+                class: Some(class),
                 components,
                 pattern,
+                ..stats[l].region(l as u8, total.max(1) as f64)
             }
         })
         .collect();
@@ -246,30 +231,7 @@ pub fn segment(
     let regions = order
         .iter()
         .enumerate()
-        .map(|(new, &old)| {
-            let s = &stats[old];
-            let mean = s.mean();
-            let (name, hex) = name_and_hex(mean);
-            Region {
-                label: new as u8 + 1,
-                class: None,
-                pixels: s.count,
-                area_fraction: (s.count as f64 / total) as f32,
-                bbox: BoundingBox {
-                    x: s.x0,
-                    y: s.y0,
-                    width: s.x1 - s.x0 + 1,
-                    height: s.y1 - s.y0 + 1,
-                },
-                colors: vec![NamedColor {
-                    name,
-                    hex,
-                    fraction: 1.0,
-                }],
-                components: 0,
-                pattern: "solid",
-            }
-        })
+        .map(|(new, &old)| stats[old].region(new as u8 + 1, total))
         .collect::<Vec<_>>();
     let labels = GrayImage::from_raw(w, h, labels)
         .ok_or_else(|| PipelineError::Internal("label buffer size".to_owned()))?;
@@ -380,6 +342,31 @@ impl Default for Stats {
 }
 
 impl Stats {
+    /// A region of one colour (its mean) with this box; `total` is the
+    /// garment's pixel count. Pieces are counted later.
+    fn region(&self, label: u8, total: f64) -> Region {
+        let (name, hex) = name_and_hex(self.mean());
+        Region {
+            label,
+            class: None,
+            pixels: self.count,
+            area_fraction: (self.count as f64 / total) as f32,
+            bbox: BoundingBox {
+                x: self.x0,
+                y: self.y0,
+                width: self.x1 - self.x0 + 1,
+                height: self.y1 - self.y0 + 1,
+            },
+            colors: vec![NamedColor {
+                name,
+                hex,
+                fraction: 1.0,
+            }],
+            components: 0,
+            pattern: "solid",
+        }
+    }
+
     #[inline]
     fn add(&mut self, x: u32, y: u32, p: &[u8]) {
         self.count += 1;

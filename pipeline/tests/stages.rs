@@ -609,6 +609,113 @@ fn a_caller_supplied_remover_plugs_in() {
     assert_eq!((garment.width, garment.height), (200, 200));
 }
 
+/// Classes by halves: the top half of the picture is `upper`, the bottom
+/// `lower` (a stand-in for a garment-parsing model's class map).
+struct HalvesModel;
+
+impl clothjob_pipeline::Segmenter for HalvesModel {
+    fn name(&self) -> &str {
+        "onnx"
+    }
+    fn classes(
+        &self,
+        image: &RgbImage,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<clothjob_pipeline::ClassMap, PipelineError> {
+        progress(1.0);
+        let (w, h) = image.dimensions();
+        Ok(clothjob_pipeline::ClassMap {
+            labels: GrayImage::from_fn(w, h, |_, y| image::Luma([if y < h / 2 { 1 } else { 2 }])),
+            classes: vec!["background".into(), "upper".into(), "lower".into()],
+        })
+    }
+}
+
+#[test]
+fn a_caller_supplied_segmenter_gives_class_regions_inside_the_mask() {
+    let (photo, _) = synth::render(&striped_shirt(400, 400));
+    let options = Options {
+        background_removal: Some(BackgroundRemovalOptions {
+            backend: BackgroundRemovalBackend::Remote {
+                url: "http://127.0.0.1:1/api/remove".to_owned(),
+            },
+            ..BackgroundRemovalOptions::default()
+        }),
+        segmentation: Some(SegmentationOptions {
+            backend: clothjob_pipeline::SegmentationBackend::Onnx {
+                model_path: "/models/cloth.onnx".into(),
+            },
+            ..SegmentationOptions::default()
+        }),
+        ..Options::default()
+    };
+    let (service, model) = (RectangleService, HalvesModel);
+    let backends = clothjob_pipeline::Backends {
+        background_remover: Some(&service),
+        segmenter: Some(&model),
+        ..Default::default()
+    };
+    let out = clothjob_pipeline::run_with(
+        &jpeg(&photo, None),
+        &options,
+        &Limits::default(),
+        &mut NoProgress,
+        &backends,
+    )
+    .unwrap();
+    assert_eq!(out.stages[1].backend, "onnx");
+    // The mask is the centre 200x200 square; the classes split it in halves.
+    let classes: Vec<_> = out.regions.iter().map(|r| r.class.clone()).collect();
+    assert_eq!(classes.len(), 2, "{:?}", out.regions);
+    for r in &out.regions {
+        assert_eq!(r.pixels, 200 * 100, "{r:?}");
+        assert!((r.area_fraction - 0.5).abs() < 1e-6);
+        let want_y = if r.class.as_deref() == Some("upper") {
+            100
+        } else {
+            200
+        };
+        assert_eq!(
+            (r.bbox.x, r.bbox.y, r.bbox.width, r.bbox.height),
+            (100, want_y, 200, 100)
+        );
+        assert_eq!(usize::from(r.label), if want_y == 100 { 1 } else { 2 });
+    }
+    // The segments output keeps the model's class indices, background outside the mask.
+    let seg = out.outputs.iter().find(|o| o.role == "segments").unwrap();
+    let labels = decode_out(&seg.bytes).to_luma8();
+    assert_eq!(labels.get_pixel(10, 10)[0], 0);
+    assert_eq!(labels.get_pixel(200, 150)[0], 1);
+    assert_eq!(labels.get_pixel(200, 250)[0], 2);
+}
+
+#[test]
+fn a_segmentation_model_not_supplied_is_a_clear_error() {
+    let (photo, _) = synth::render(&striped_shirt(200, 200));
+    let options = Options {
+        segmentation: Some(SegmentationOptions {
+            backend: clothjob_pipeline::SegmentationBackend::Onnx {
+                model_path: "/models/cloth.onnx".into(),
+            },
+            ..SegmentationOptions::default()
+        }),
+        ..Options::default()
+    };
+    let err = run(
+        &jpeg(&photo, None),
+        &options,
+        &Limits::default(),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("segmentation") && text.contains("onnx"),
+        "{text}"
+    );
+    assert_eq!(err.category(), "Backend");
+}
+
 #[test]
 fn photos_over_the_working_size_are_reduced_first() {
     // 5200x3900 (20 Mpx): the stages work at 4096 px; outputs are still right.
