@@ -170,6 +170,10 @@ pub struct OutputStatus {
 pub struct RegionStatus {
     /// Label of the region in the `segments` label map.
     pub label: i32,
+    /// The model's class of the region (for example `upper`, `lower`, `full`) when an
+    /// `onnx` segmentation model made it; absent for the builtin colour regions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
     /// Share of the garment's pixels, 0-1 as a decimal string (for example "0.42").
     pub share: String,
     /// Bounding box `[x, y, width, height]` in pixels of the original photo.

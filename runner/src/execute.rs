@@ -6,12 +6,16 @@ use std::time::{Duration, Instant};
 use clothjob_api::progress::Stage;
 use clothjob_api::{OutputStatus, RegionStatus, RunnerFailure};
 use clothjob_backends::{GeminiConfig, GeminiExpander, RemoteRemover};
-use clothjob_pipeline::{Backends, Limits, Options, Region, RunOutput};
+use clothjob_onnx::{ModelFamily, OnnxSegmenter, U2NetRemover};
+use clothjob_pipeline::{
+    Backends, BackgroundRemovalBackend, Limits, Options, PipelineError, Region, RunOutput,
+    SegmentationBackend, StageName,
+};
 use futures::future::try_join_all;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::RunError;
-use crate::options::RemoteRemoverSettings;
+use crate::options::{OnnxModelRef, OnnxModels, RemoteRemoverSettings};
 use crate::progress::{ChannelSink, RunState, Update};
 use crate::source::{SourceLocation, fetch};
 use crate::store::{ObjectStoreOpts, put};
@@ -33,6 +37,57 @@ pub struct Plan {
     pub remote_remover: Option<RemoteRemoverSettings>,
     /// The Gemini client settings, when expansion runs on Gemini (`Debug` hides the key).
     pub gemini: Option<GeminiConfig>,
+    /// The ONNX models of the stages that run on `onnx`.
+    pub onnx: OnnxModels,
+}
+
+/// The local model files of a run, once fetched and checked.
+#[derive(Clone, Debug, Default)]
+struct LocalModels {
+    background_removal: Option<(std::path::PathBuf, ModelFamily)>,
+    segmentation: Option<(std::path::PathBuf, ModelFamily)>,
+}
+
+/// Makes every ONNX model of the plan a checked local file (an https model is fetched once
+/// into the model cache) and points the options at those files.
+async fn resolve_models(
+    models: &OnnxModels,
+    options: &mut Options,
+) -> Result<LocalModels, PipelineError> {
+    async fn one(
+        m: &OnnxModelRef,
+        stage: StageName,
+    ) -> Result<(std::path::PathBuf, ModelFamily), PipelineError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| PipelineError::Internal(format!("HTTP client: {e}")))?;
+        let cache = clothjob_onnx::default_cache_dir();
+        let path = clothjob_onnx::resolve_model(&client, &m.uri, m.sha256.as_deref(), &cache)
+            .await
+            .map_err(|e| e.into_pipeline(stage))?;
+        Ok((path, m.family))
+    }
+    let mut local = LocalModels::default();
+    if let Some(m) = &models.background_removal {
+        let (path, family) = one(m, StageName::BackgroundRemoval).await?;
+        if let Some(o) = options.background_removal.as_mut() {
+            o.backend = BackgroundRemovalBackend::Onnx {
+                model_path: path.clone(),
+            };
+        }
+        local.background_removal = Some((path, family));
+    }
+    if let Some(m) = &models.segmentation {
+        let (path, family) = one(m, StageName::Segmentation).await?;
+        if let Some(o) = options.segmentation.as_mut() {
+            o.backend = SegmentationBackend::Onnx {
+                model_path: path.clone(),
+            };
+        }
+        local.segmentation = Some((path, family));
+    }
+    Ok(local)
 }
 
 /// The result of a successful run.
@@ -49,6 +104,7 @@ pub struct Finished {
 fn region_status(r: &Region) -> RegionStatus {
     RegionStatus {
         label: i32::from(r.label),
+        class: r.class.clone(),
         share: format!("{:.3}", r.area_fraction),
         bbox: [r.bbox.x, r.bbox.y, r.bbox.width, r.bbox.height]
             .iter()
@@ -89,9 +145,10 @@ fn run_blocking(
     limits: &Limits,
     remote: Option<&RemoteRemoverSettings>,
     gemini: Option<GeminiConfig>,
+    models: &LocalModels,
     sink: &mut ChannelSink,
-) -> Result<RunOutput, clothjob_pipeline::PipelineError> {
-    let remover = match remote {
+) -> Result<RunOutput, PipelineError> {
+    let remote_remover = match remote {
         Some(r) => Some(RemoteRemover::new(
             &r.url,
             &r.model,
@@ -100,15 +157,34 @@ fn run_blocking(
         )?),
         None => None,
     };
+    // Sessions are cached per process by the onnx crate: loading is paid once.
+    let onnx_remover = match &models.background_removal {
+        Some((path, family)) => Some(
+            U2NetRemover::load(path, *family)
+                .map_err(|e| e.into_pipeline(StageName::BackgroundRemoval))?,
+        ),
+        None => None,
+    };
+    let segmenter = match &models.segmentation {
+        Some((path, family)) => Some(
+            OnnxSegmenter::load_with(path, *family, None)
+                .map_err(|e| e.into_pipeline(StageName::Segmentation))?,
+        ),
+        None => None,
+    };
     let expander = gemini.map(GeminiExpander::new).transpose()?;
     let backends = Backends {
-        background_remover: remover
+        background_remover: match (&remote_remover, &onnx_remover) {
+            (Some(r), _) => Some(r as &dyn clothjob_pipeline::BackgroundRemover),
+            (None, Some(o)) => Some(o as &dyn clothjob_pipeline::BackgroundRemover),
+            (None, None) => None,
+        },
+        segmenter: segmenter
             .as_ref()
-            .map(|r| r as &dyn clothjob_pipeline::matte::BackgroundRemover),
+            .map(|s| s as &dyn clothjob_pipeline::Segmenter),
         expander: expander
             .as_ref()
             .map(|g| g as &dyn clothjob_pipeline::Expander),
-        ..Backends::default()
     };
     clothjob_pipeline::run_with(bytes, options, limits, sink, &backends)
 }
@@ -116,8 +192,10 @@ fn run_blocking(
 async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError> {
     let bytes = fetch(&plan.source, plan.limits.max_bytes, plan.fetch_timeout).await?;
 
+    let mut options = plan.options.clone();
+    let models = resolve_models(&plan.onnx, &mut options).await?;
+
     // The pipeline is CPU-bound and synchronous: run it off the async threads.
-    let options = plan.options.clone();
     let limits = plan.limits;
     let remote = plan.remote_remover.clone();
     let gemini = plan.gemini.clone();
@@ -129,6 +207,7 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
             &limits,
             remote.as_ref(),
             gemini,
+            &models,
             &mut worker_sink,
         );
         (worker_sink, r)

@@ -6,25 +6,83 @@ use clothjob_api::{
     BackgroundRemovalBackend, ExpansionBackend, OnnxModel, Output, Pipeline, SegmentationBackend,
 };
 use clothjob_backends::gemini::{DEFAULT_ENDPOINT, GeminiConfig, GeminiExpander};
+use clothjob_onnx::ModelFamily;
 use clothjob_pipeline::{
     BackgroundRemovalOptions, EncodingOptions, ExpansionOptions, Options, SegmentationOptions,
 };
 
 use crate::error::RunError;
 
-/// A model location as a local path (`file:///x` or `/x`). Models fetched over https arrive
-/// with the pipeline's model cache.
-fn model_path(m: &OnnxModel) -> Result<std::path::PathBuf, RunError> {
+/// A model location as the pipeline's model path: the file itself for `file:///x` or `/x`;
+/// for an `https://` URL nothing yet (the run fetches it into the model cache and fills the
+/// path in, see [`OnnxModels`]).
+fn model_path(m: &OnnxModel) -> std::path::PathBuf {
     let uri = m.model_uri.as_str();
-    if let Some(path) = uri.strip_prefix("file://") {
-        Ok(path.into())
-    } else if uri.starts_with('/') {
-        Ok(uri.into())
-    } else {
-        Err(RunError::Config(format!(
-            "model {uri}: only local model files (file:// or /path) are supported"
-        )))
+    match uri.strip_prefix("file://") {
+        Some(path) => path.into(),
+        None if uri.starts_with('/') => uri.into(),
+        None => std::path::PathBuf::new(),
     }
+}
+
+/// One ONNX model a run needs: where it is, its expected digest and its family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OnnxModelRef {
+    /// `file:///x`, `/x` or `https://...`.
+    pub uri: String,
+    /// Expected sha256 (hex), checked before loading.
+    pub sha256: Option<String>,
+    /// Decides input size and normalisation.
+    pub family: ModelFamily,
+}
+
+/// The ONNX models of a pipeline spec, per stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OnnxModels {
+    /// The background-removal model, when that stage runs on `onnx`.
+    pub background_removal: Option<OnnxModelRef>,
+    /// The segmentation model, when that stage runs on `onnx`.
+    pub segmentation: Option<OnnxModelRef>,
+}
+
+fn model_ref(m: &OnnxModel, default: ModelFamily, stage: &str) -> Result<OnnxModelRef, RunError> {
+    let family = match m.model.as_deref() {
+        Some(name) => ModelFamily::from_name(name).ok_or_else(|| {
+            RunError::Config(format!(
+                "{stage}.onnx.model {name:?} is not a known model family (u2netp, u2net, \
+                 u2net_human_seg, silueta, isnet-general-use, isnet-anime, u2net_cloth_seg)"
+            ))
+        })?,
+        None if default == ModelFamily::ClothSeg => default,
+        None => ModelFamily::guess_from_path(std::path::Path::new(&m.model_uri)),
+    };
+    Ok(OnnxModelRef {
+        uri: m.model_uri.clone(),
+        sha256: m.sha256.clone(),
+        family,
+    })
+}
+
+/// The ONNX models a pipeline spec asks for (none when no stage runs on `onnx`).
+pub fn onnx_models(p: &Pipeline) -> Result<OnnxModels, RunError> {
+    let bg = &p.background_removal;
+    let background_removal = match (&bg.onnx, bg.enabled, &bg.backend) {
+        (Some(m), true, BackgroundRemovalBackend::Onnx) => {
+            Some(model_ref(m, ModelFamily::U2Net, "backgroundRemoval")?)
+        }
+        _ => None,
+    };
+    let seg = &p.segmentation;
+    let segmentation = match (&seg.onnx, seg.enabled, &seg.backend) {
+        (Some(m), true, SegmentationBackend::Onnx) => {
+            Some(model_ref(m, ModelFamily::ClothSeg, "segmentation")?)
+        }
+        _ => None,
+    };
+    Ok(OnnxModels {
+        background_removal,
+        segmentation,
+    })
 }
 
 /// Settings of a remote (rembg HTTP API) background remover.
@@ -134,7 +192,7 @@ pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError>
                     )
                 })?;
                 clothjob_pipeline::BackgroundRemovalBackend::Onnx {
-                    model_path: model_path(m)?,
+                    model_path: model_path(m),
                 }
             }
             BackgroundRemovalBackend::Remote => {
@@ -161,7 +219,7 @@ pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError>
                     RunError::Config("segmentation.onnx is required for the onnx backend".into())
                 })?;
                 clothjob_pipeline::SegmentationBackend::Onnx {
-                    model_path: model_path(m)?,
+                    model_path: model_path(m),
                 }
             }
         };
@@ -234,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn onnx_needs_a_local_model_path() {
+    fn onnx_models_come_from_paths_or_https_with_their_family() {
         let p: Pipeline = serde_yaml::from_str(
             "backgroundRemoval: {backend: onnx, onnx: {modelUri: 'file:///models/u2netp.onnx'}}\n",
         )
@@ -246,14 +304,33 @@ mod tests {
                 model_path: "/models/u2netp.onnx".into()
             }
         );
+        let m = onnx_models(&p).unwrap();
+        assert_eq!(m.background_removal.unwrap().family, ModelFamily::U2Net);
+        assert!(m.segmentation.is_none());
+
+        let p: Pipeline = serde_yaml::from_str(concat!(
+            "backgroundRemoval: {backend: onnx, onnx: {modelUri: 'https://models.example/isnet.onnx', ",
+            "model: isnet-general-use, sha256: '",
+            "0000000000000000000000000000000000000000000000000000000000000000'}}\n",
+            "segmentation: {backend: onnx, onnx: {modelUri: '/m/cloth.onnx'}}\n",
+        ))
+        .unwrap();
+        let m = onnx_models(&p).unwrap();
+        let bg = m.background_removal.unwrap();
+        assert_eq!(bg.family, ModelFamily::IsNetGeneral);
+        assert_eq!(bg.uri, "https://models.example/isnet.onnx");
+        assert!(bg.sha256.is_some());
+        assert_eq!(m.segmentation.unwrap().family, ModelFamily::ClothSeg);
+
         let p: Pipeline = serde_yaml::from_str(
-            "backgroundRemoval: {backend: onnx, onnx: {modelUri: 'https://example.invalid/m.onnx'}}\n",
+            "backgroundRemoval: {backend: onnx, onnx: {modelUri: '/m.onnx', model: bogus}}\n",
         )
         .unwrap();
-        assert!(matches!(
-            pipeline_options(&p, &output()),
-            Err(RunError::Config(_))
-        ));
+        let e = onnx_models(&p).unwrap_err();
+        assert!(
+            matches!(&e, RunError::Config(m) if m.contains("bogus")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -11,7 +11,9 @@ use tokio::sync::mpsc::unbounded_channel;
 
 use crate::error::RunError;
 use crate::execute::{Plan, execute};
-use crate::options::{gemini, gemini_api_key_from_env, pipeline_options, remote_remover};
+use crate::options::{
+    gemini, gemini_api_key_from_env, onnx_models, pipeline_options, remote_remover,
+};
 use crate::source::SourceLocation;
 use crate::store::output_uri;
 use crate::writer::write_updates;
@@ -74,6 +76,7 @@ async fn run() -> Result<(), RunError> {
         fetch_timeout: Duration::from_secs(120),
         remote_remover: remote_remover(&cj.spec.pipeline),
         gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
+        onnx: onnx_models(&cj.spec.pipeline)?,
     };
     tracing::info!(%namespace, %name, output = %plan.output_dir, "running");
     let (tx, rx) = unbounded_channel();

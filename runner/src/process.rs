@@ -13,7 +13,8 @@ use tokio::sync::mpsc::unbounded_channel;
 use crate::error::RunError;
 use crate::execute::{Finished, Plan, execute};
 use crate::options::{
-    ENV_GEMINI_API_KEY, gemini, gemini_api_key_from_env, pipeline_options, remote_remover,
+    ENV_GEMINI_API_KEY, gemini, gemini_api_key_from_env, onnx_models, pipeline_options,
+    remote_remover,
 };
 use crate::source::SourceLocation;
 
@@ -184,6 +185,7 @@ async fn process_inner(
         fetch_timeout: Duration::from_secs(120),
         remote_remover: remote_remover(&pipeline),
         gemini: gemini(&pipeline, gemini_api_key_from_env())?,
+        onnx: onnx_models(&pipeline)?,
     };
     let started = Instant::now();
     let (tx, mut rx) = unbounded_channel::<crate::progress::Update>();
