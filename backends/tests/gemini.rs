@@ -11,7 +11,7 @@ use base64::Engine as _;
 use clothjob_backends::{GeminiConfig, GeminiError, GeminiExpander};
 use image::{ImageFormat, Rgba, RgbaImage};
 use serde_json::{Value, json};
-use support::{MockServer, Reply, closed_port};
+use support::{MockServer, Reply, refused_address};
 
 const KEY: &str = "test-key-0123";
 const MODEL: &str = "gemini-2.5-flash-image";
@@ -504,7 +504,7 @@ fn the_total_time_cap_also_cuts_a_slow_attempt() {
 #[test]
 fn a_closed_port_is_a_retryable_connection_error() {
     let mut c = GeminiConfig::new(KEY, MODEL);
-    c.endpoint = format!("http://127.0.0.1:{}", closed_port());
+    c.endpoint = format!("http://{}", refused_address());
     c.max_attempts = 2;
     c.initial_backoff = Duration::from_millis(10);
     let e = GeminiExpander::new(c)

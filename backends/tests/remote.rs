@@ -10,7 +10,7 @@ use clothjob_backends::RemoteRemover;
 use clothjob_pipeline::PipelineError;
 use clothjob_pipeline::matte::BackgroundRemover;
 use image::{GrayImage, ImageFormat, Luma, RgbImage};
-use support::{MockServer, Reply, closed_port, iou, multipart_parts, tshirt_photo};
+use support::{MockServer, Reply, iou, multipart_parts, refused_address, tshirt_photo};
 
 fn png_of_gray(img: &GrayImage) -> Vec<u8> {
     let mut out = Vec::new();
@@ -224,7 +224,7 @@ fn a_server_that_does_not_answer_in_time_is_a_retryable_timeout() {
 
 #[test]
 fn a_closed_port_is_a_retryable_connection_error() {
-    let url = format!("http://127.0.0.1:{}", closed_port());
+    let url = format!("http://{}", refused_address());
     let remover = RemoteRemover::new(&url, "u2netp", false, Duration::from_secs(5)).unwrap();
     let started = Instant::now();
     let e = run(&remover, &RgbImage::new(16, 16)).0.unwrap_err();

@@ -234,10 +234,17 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// A loopback port nobody listens on (bound, then released).
+/// A loopback port nobody listens on (bound, then released). Another test's server may
+/// be given it next; use [`refused_address`] to test a refused connection.
 pub fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+/// `host:port` on a loopback address no test server binds (they all bind 127.0.0.1), so
+/// a connection is refused even when the port is recycled for a server of another test.
+pub fn refused_address() -> String {
+    format!("127.45.0.1:{}", closed_port())
 }
 
 /// The parts of a multipart/form-data body: (name, bytes).
