@@ -8,7 +8,6 @@ mod support;
 #[path = "../../pipeline/tests/common/synth.rs"]
 mod synth;
 
-use std::io::Cursor;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -18,9 +17,9 @@ use clothjob_onnx::testmodel::{self, ModelBuilder, fixed};
 use clothjob_onnx::{ModelFamily, OnnxError, U2NetRemover};
 use clothjob_pipeline::{
     Backends, BackgroundRemovalBackend, BackgroundRemovalOptions, BackgroundRemover,
-    EncodingOptions, Limits, NoProgress, Options, PipelineError, StageName, run_with,
+    EncodingOptions, Limits, NoProgress, Options, PipelineError, RunOutput, StageName, run_with,
 };
-use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage};
+use image::{GrayImage, Luma, Rgb, RgbImage};
 
 /// A blue disc of radius `r` on white, and its mask.
 fn disc(w: u32, h: u32, r: f32) -> (RgbImage, GrayImage) {
@@ -45,14 +44,6 @@ fn disc(w: u32, h: u32, r: f32) -> (RgbImage, GrayImage) {
 /// A 1x3x64x64 -> 1x1x64x64 model whose output grows with blue minus red.
 fn blueness_model() -> Vec<u8> {
     testmodel::pixel_classifier(Some((64, 64)), &[[-1.0, 0.0, 1.0]], &[0.0])
-}
-
-fn png(img: &RgbImage) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    DynamicImage::ImageRgb8(img.clone())
-        .write_to(&mut out, ImageFormat::Png)
-        .unwrap();
-    out.into_inner()
 }
 
 #[test]
@@ -153,6 +144,22 @@ fn onnx_removal_options(model: &Path) -> Options {
 }
 
 /// The `mask` output of a run, decoded.
+/// The whole pipeline on `photo` with `remover` as its onnx background remover.
+fn run_pipeline(remover: &U2NetRemover, model: &Path, photo: &RgbImage) -> RunOutput {
+    let backends = Backends {
+        background_remover: Some(remover),
+        ..Backends::default()
+    };
+    run_with(
+        &support::png(photo),
+        &onnx_removal_options(model),
+        &Limits::default(),
+        &mut NoProgress,
+        &backends,
+    )
+    .unwrap()
+}
+
 fn mask_output(out: &clothjob_pipeline::RunOutput) -> GrayImage {
     let mask = out
         .outputs
@@ -171,18 +178,7 @@ fn the_pipeline_cuts_out_with_a_built_model() {
     let model = support::write_model(dir.path(), "blue-pipeline.onnx", &blueness_model());
     let remover = U2NetRemover::load(&model, ModelFamily::U2Net).unwrap();
     let (photo, truth) = disc(600, 450, 150.0);
-    let backends = Backends {
-        background_remover: Some(&remover),
-        ..Backends::default()
-    };
-    let out = run_with(
-        &png(&photo),
-        &onnx_removal_options(&model),
-        &Limits::default(),
-        &mut NoProgress,
-        &backends,
-    )
-    .unwrap();
+    let out = run_pipeline(&remover, &model, &photo);
     assert_eq!(out.stages[0].name, StageName::BackgroundRemoval);
     assert_eq!(out.stages[0].backend, "onnx");
     let roles: Vec<&str> = out.outputs.iter().map(|o| o.role.as_str()).collect();
@@ -255,18 +251,7 @@ fn u2netp_in_the_pipeline_end_to_end() {
     };
     let remover = U2NetRemover::load(&model, ModelFamily::U2Net).unwrap();
     let (photo, truth) = garment_photo();
-    let backends = Backends {
-        background_remover: Some(&remover),
-        ..Backends::default()
-    };
-    let out = run_with(
-        &png(&photo),
-        &onnx_removal_options(&model),
-        &Limits::default(),
-        &mut NoProgress,
-        &backends,
-    )
-    .unwrap();
+    let out = run_pipeline(&remover, &model, &photo);
     assert_eq!(out.stages[0].backend, "onnx");
     let iou = support::iou(&mask_output(&out), &truth);
     eprintln!("u2netp pipeline mask IoU {iou:.4}");

@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::io::Cursor;
 use std::path::Path;
 
 use clothjob_onnx::testmodel::{self, Dim, ModelBuilder, fixed};
@@ -15,7 +14,7 @@ use clothjob_pipeline::{
     Backends, Limits, NoProgress, Options, PipelineError, SegmentationBackend, SegmentationOptions,
     run_with,
 };
-use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+use image::{Rgb, RgbImage};
 
 /// Class colours: background, upper, lower, full.
 const COLOURS: [[u8; 3]; 4] = [[240, 240, 240], [230, 40, 40], [40, 40, 230], [40, 200, 40]];
@@ -195,14 +194,6 @@ fn class_names_are_given_or_defaulted() {
     assert!(map.labels.iter().all(|&l| l == 0));
 }
 
-fn png(img: &RgbImage) -> Vec<u8> {
-    let mut out = Cursor::new(Vec::new());
-    DynamicImage::ImageRgb8(img.clone())
-        .write_to(&mut out, ImageFormat::Png)
-        .unwrap();
-    out.into_inner()
-}
-
 #[test]
 fn the_pipeline_reports_regions_with_class_names_and_boxes() {
     if !support::runtime("the_pipeline_reports_regions_with_class_names_and_boxes") {
@@ -227,7 +218,7 @@ fn the_pipeline_reports_regions_with_class_names_and_boxes() {
         ..Backends::default()
     };
     let out = run_with(
-        &png(&photo(320, 240, &AREAS)),
+        &support::png(&photo(320, 240, &AREAS)),
         &options,
         &Limits::default(),
         &mut NoProgress,
@@ -342,7 +333,7 @@ fn missing_files_and_non_models_are_named_in_the_error() {
 
     for (name, bytes) in [
         ("text.onnx", b"this is not a model".to_vec()),
-        ("png.onnx", png(&photo(8, 8, &[]))),
+        ("png.onnx", support::png(&photo(8, 8, &[]))),
         ("empty.onnx", Vec::new()),
     ] {
         let path = support::write_model(dir.path(), name, &bytes);

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use image::GrayImage;
+use image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
 
 /// Prints a banner saying why a test did not run.
 pub fn skipped(test: &str, why: &str) {
@@ -108,4 +108,13 @@ pub fn iou(a: &GrayImage, b: &GrayImage) -> f64 {
         union += u64::from(x || y);
     }
     inter as f64 / union.max(1) as f64
+}
+
+/// `img` as PNG bytes, the pipeline's input.
+pub fn png(img: &RgbImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut out, ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
 }
