@@ -3,31 +3,25 @@
 //! of each kind of failure (42 = fails at once, 75 = retried).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 #[path = "../../backends/tests/support/mod.rs"]
 mod support;
 
-use std::io::Cursor;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use clothjob_api::contract::{EXIT_BAD_INPUT, EXIT_TRANSIENT};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::gemini::{Behaviour, FakeGemini, ratio_colour};
-use support::{MockServer, Reply, tshirt_photo};
+use support::{MockServer, Reply};
 
 const KEY: &str = "runner-test-key";
 const MODEL: &str = "gemini-2.5-flash-image";
 
 /// Runs `process` on a T-shirt photo with gemini at `endpoint`; `key` is GEMINI_API_KEY.
 fn process(dir: &Path, endpoint: &str, key: Option<&str>, extra: &[&str]) -> Output {
-    let input = dir.join("tshirt.png");
-    let (photo, _) = tshirt_photo(480, 640);
-    let mut png = Vec::new();
-    photo
-        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    std::fs::write(&input, png).unwrap();
+    let (input, _) = common::write_photo(dir);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_clothjob-runner"));
     cmd.arg("process")
         .arg(&input)
@@ -63,9 +57,7 @@ fn process_with_gemini_writes_the_catalog_images_and_the_report() {
     let out = process(dir.path(), &fake.endpoint(), Some(KEY), &[]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    let report: Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("out/report.json")).unwrap())
-            .unwrap();
+    let report = common::report(dir.path());
     let stages = report["stages"].as_array().unwrap();
     let expansion = stages.iter().find(|s| s["name"] == "expansion").unwrap();
     assert_eq!(expansion["backend"], "gemini");

@@ -6,19 +6,17 @@
 //! library); without it the tests print SKIPPED and pass.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
 #[path = "../../backends/tests/support/mod.rs"]
 mod support;
 
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use clothjob_api::contract::EXIT_BAD_INPUT;
 use clothjob_onnx::ModelFamily;
 use clothjob_onnx::testmodel::{nearest_prototype, pixel_classifier};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
-use support::tshirt_photo;
 
 fn runtime(test: &str) -> Option<String> {
     match std::env::var("ORT_DYLIB_PATH") {
@@ -28,18 +26,6 @@ fn runtime(test: &str) -> Option<String> {
             None
         }
     }
-}
-
-/// The T-shirt photo as a PNG in `dir`, with its truth mask.
-fn photo(dir: &Path) -> (PathBuf, image::GrayImage) {
-    let (photo, truth) = tshirt_photo(480, 640);
-    let mut png = Vec::new();
-    photo
-        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    let path = dir.join("tshirt.png");
-    std::fs::write(&path, png).unwrap();
-    (path, truth)
 }
 
 fn process(dir: &Path, input: &Path, ort: &str, sets: &[String]) -> Output {
@@ -55,20 +41,6 @@ fn process(dir: &Path, input: &Path, ort: &str, sets: &[String]) -> Output {
         cmd.args(["--set", s]);
     }
     cmd.output().unwrap()
-}
-
-fn report(dir: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(dir.join("out/report.json")).unwrap()).unwrap()
-}
-
-fn output_file(dir: &Path, report: &Value, role: &str) -> PathBuf {
-    let o = report["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["role"] == role)
-        .unwrap_or_else(|| panic!("no {role} in {report}"));
-    dir.join("out").join(o["file"].as_str().unwrap())
 }
 
 /// A 4-class garment-parsing model (background, upper, lower, full) whose class is the
@@ -96,7 +68,7 @@ fn onnx_segmentation_labels_the_shirt_as_upper() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (input, truth) = photo(dir.path());
+    let (input, truth) = common::write_photo(dir.path());
     let model = cloth_model(dir.path());
     let out = process(
         dir.path(),
@@ -112,7 +84,7 @@ fn onnx_segmentation_labels_the_shirt_as_upper() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report = report(dir.path());
+    let report = common::report(dir.path());
     let seg = report["stages"]
         .as_array()
         .unwrap()
@@ -129,7 +101,7 @@ fn onnx_segmentation_labels_the_shirt_as_upper() {
     assert_eq!(regions[0]["share"], "1.000");
 
     // The label map holds class 1 where the shirt is and 0 elsewhere: compare with the truth.
-    let labels = image::open(output_file(dir.path(), &report, "segments"))
+    let labels = image::open(common::output_file(dir.path(), &report, "segments"))
         .unwrap()
         .to_luma8();
     assert_eq!(labels.dimensions(), truth.dimensions());
@@ -149,7 +121,7 @@ fn a_wrong_model_or_digest_fails_at_once_with_the_reason() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (input, _) = photo(dir.path());
+    let (input, _) = common::write_photo(dir.path());
 
     // A one-class "segmenter": the shape is wrong for segmentation.
     let one = dir.path().join("one.onnx");
@@ -213,7 +185,7 @@ fn onnx_background_removal_with_u2netp_matches_the_truth() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (input, truth) = photo(dir.path());
+    let (input, truth) = common::write_photo(dir.path());
     let u2netp = PathBuf::from(u2netp);
     let digest = hex::encode(Sha256::digest(std::fs::read(&u2netp).unwrap()));
     let out = process(
@@ -235,9 +207,9 @@ fn onnx_background_removal_with_u2netp_matches_the_truth() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report = report(dir.path());
+    let report = common::report(dir.path());
     assert_eq!(report["stages"][0]["backend"], "onnx");
-    let mask = image::open(output_file(dir.path(), &report, "mask"))
+    let mask = image::open(common::output_file(dir.path(), &report, "mask"))
         .unwrap()
         .to_luma8();
     assert_eq!(mask.dimensions(), truth.dimensions());
