@@ -15,7 +15,8 @@ tasks:
   build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, s3s-fs
   test [ARGS]  fmt check, clippy -D warnings, helm lint, then cargo test --workspace [ARGS]
   demo         a local control plane, the operator, the sample ClothJob with live progress
-  bench        the anchors of ../shared/bench and our pipeline in one run, as ratios";
+  bench        the anchors of ../shared/bench and our pipeline in one run, as ratios
+  images [--debug]  the operator and runner images as OCI archives in target/images (no daemon)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +27,7 @@ fn main() -> Result<()> {
         "test" => test(&args[1..]),
         "demo" => demo::run(),
         "bench" => bench::run(),
+        "images" => xtask::images::run(&args[1..]),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
