@@ -1,11 +1,18 @@
-//! Renders the ClothJob CustomResourceDefinition as the YAML committed under `crds/`.
+//! Renders the ClothJob CustomResourceDefinition as the YAML committed under `crds/`, and as
+//! the Helm chart's CRD template (the same YAML behind `crds.install`, kept on uninstall).
 
 use kube::CustomResourceExt;
 
 use crate::ClothJob;
 
-/// File name of the CRD under `crds/` (and the chart's `crds/`).
+/// File name of the CRD under `crds/`.
 pub const CRD_FILE: &str = "clothjobs.closetconnect.io.yaml";
+
+/// The chart's CRD template, relative to the workspace root.
+pub const CHART_CRD_TEMPLATE: &str = "charts/clothjob-operator/templates/crds/clothjobs.yaml";
+
+/// The metadata line the chart template adds its annotation and labels after.
+const NAME_LINE: &str = "metadata:\n  name: clothjobs.closetconnect.io\n";
 
 /// The CRD as YAML, with a header saying how it is made.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
@@ -15,17 +22,38 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     ))
 }
 
+/// The chart's CRD template: [`crd_yaml`] rendered only when `crds.install` is true, with
+/// `helm.sh/resource-policy: keep` (so `helm uninstall` never deletes the CRD and with it every
+/// ClothJob) and the chart's labels. Template delimiters in the CRD's text are escaped.
+pub fn chart_crd_template() -> Result<String, serde_yaml::Error> {
+    let yaml = crd_yaml()?.replace("{{", "{{ \"{{\" }}");
+    let metadata = concat!(
+        "metadata:\n",
+        "  name: clothjobs.closetconnect.io\n",
+        "  annotations:\n",
+        "    # Kept on `helm uninstall`: deleting the CRD would delete every ClothJob.\n",
+        "    helm.sh/resource-policy: keep\n",
+        "  labels:\n",
+        "    {{- include \"clothjob.labels\" . | nindent 4 }}\n",
+    );
+    Ok(format!(
+        "{{{{- if .Values.crds.install }}}}\n{}{{{{- end }}}}\n",
+        yaml.replacen(NAME_LINE, metadata, 1)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn committed_crds_are_fresh() {
-        let generated = crd_yaml().unwrap();
-        for dir in ["../crds", "../charts/clothjob-operator/crds"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(dir)
-                .join(CRD_FILE);
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let files = [
+            (root.join("crds").join(CRD_FILE), crd_yaml().unwrap()),
+            (root.join(CHART_CRD_TEMPLATE), chart_crd_template().unwrap()),
+        ];
+        for (path, generated) in files {
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 committed == generated,
@@ -33,6 +61,16 @@ mod tests {
                 path.display()
             );
         }
+    }
+
+    #[test]
+    fn chart_template_wraps_the_crd() {
+        let t = chart_crd_template().unwrap();
+        assert!(t.starts_with("{{- if .Values.crds.install }}\n# Generated"));
+        assert!(t.ends_with("{{- end }}\n"));
+        assert!(t.contains("\n  annotations:\n    # Kept"));
+        assert!(t.contains("    helm.sh/resource-policy: keep\n"));
+        assert!(t.contains("\nspec:\n  group: closetconnect.io\n"));
     }
 
     #[test]

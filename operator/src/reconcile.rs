@@ -1,12 +1,12 @@
 //! The reconcile driver: observe → decide → apply → status, plus the controller's wiring.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clothjob_api::{ClothJob, Phase, contract};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -233,20 +233,54 @@ fn error_policy(_cj: Arc<ClothJob>, error: &Error, ctx: Arc<Context>) -> Action 
 }
 
 /// Runs the controller until `shutdown` resolves; sets `ready` once caches are synced.
+///
+/// With no namespaces configured one controller watches the whole cluster; with a list, one
+/// controller per namespace watches only that namespace (so namespaced Roles suffice), all
+/// sharing the context, and `ready` waits for every one of them.
 pub async fn run_controller(
     ctx: Arc<Context>,
     ready: Arc<AtomicBool>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let client = ctx.client.clone();
-    let ns = ctx.config.namespace.clone();
-    let (cjs, jobs): (Api<ClothJob>, Api<Job>) = if ns.is_empty() {
-        (Api::all(client.clone()), Api::all(client))
+    let namespaces = ctx.config.namespaces();
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
     } else {
-        (
-            Api::namespaced(client.clone(), &ns),
-            Api::namespaced(client, &ns),
+        namespaces.into_iter().map(Some).collect()
+    };
+    tracing::info!(
+        namespaces = ?scopes.iter().flatten().collect::<Vec<_>>(),
+        "watching ClothJobs (all namespaces when none are listed)"
+    );
+    let unsynced = Arc::new(AtomicUsize::new(scopes.len()));
+    let shutdown = shutdown.shared();
+    futures::future::join_all(scopes.into_iter().map(|scope| {
+        run_scope(
+            ctx.clone(),
+            scope,
+            ready.clone(),
+            unsynced.clone(),
+            shutdown.clone(),
         )
+    }))
+    .await;
+}
+
+/// One controller over one namespace (`None`: all namespaces).
+async fn run_scope(
+    ctx: Arc<Context>,
+    scope: Option<String>,
+    ready: Arc<AtomicBool>,
+    unsynced: Arc<AtomicUsize>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let (cjs, jobs): (Api<ClothJob>, Api<Job>) = match &scope {
+        None => (Api::all(client.clone()), Api::all(client)),
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client, ns),
+        ),
     };
     let owned = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={}",
@@ -255,14 +289,18 @@ pub async fn run_controller(
     let controller =
         Controller::new(cjs, watcher::Config::default().any_semantic()).owns(jobs, owned);
     let store = controller.store();
+    let label = scope.clone().unwrap_or_else(|| "*".to_string());
     tokio::spawn(async move {
         // The store's readiness signal wakes only its most recent waiter (the controller's
         // own), so poll it again every so often instead of waiting once.
         loop {
             match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
                 Ok(Ok(())) => {
-                    ready.store(true, Ordering::Relaxed);
-                    tracing::info!("caches synced; ready");
+                    tracing::info!(namespace = %label, "cache synced");
+                    if unsynced.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        ready.store(true, Ordering::Relaxed);
+                        tracing::info!("caches synced; ready");
+                    }
                     return;
                 }
                 Ok(Err(_)) => return,

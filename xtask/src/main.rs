@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
-  gen-crds     write crds/ and the chart's CRD copy from the Rust types
+  gen-crds     write crds/ and the chart's CRD template from the Rust types
   build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, s3s-fs
   test [ARGS]  fmt check, clippy -D warnings, helm lint, then cargo test --workspace [ARGS]
   demo         a local control plane, the operator, the sample ClothJob with live progress
@@ -56,12 +56,23 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Writes crds/ (and the chart's copy) from the Rust types.
+/// Writes crds/ and the chart's CRD template from the Rust types.
 fn gen_crds() -> Result<()> {
-    let yaml = clothjob_api::crd::crd_yaml()?;
-    for dir in ["crds", "charts/clothjob-operator/crds"] {
-        let path = root().join(dir).join(clothjob_api::crd::CRD_FILE);
-        std::fs::write(&path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+    let files = [
+        (
+            root().join("crds").join(clothjob_api::crd::CRD_FILE),
+            clothjob_api::crd::crd_yaml()?,
+        ),
+        (
+            root().join(clothjob_api::crd::CHART_CRD_TEMPLATE),
+            clothjob_api::crd::chart_crd_template()?,
+        ),
+    ];
+    for (path, yaml) in files {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
     Ok(())
