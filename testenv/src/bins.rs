@@ -123,6 +123,46 @@ pub fn ensure_k8s_binaries() -> Result<K8sBins> {
     })
 }
 
+/// Paths of a real node's Kubernetes binaries (same module and version as the control plane).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeBins {
+    /// `kubelet`.
+    pub kubelet: PathBuf,
+    /// `kube-scheduler`.
+    pub kube_scheduler: PathBuf,
+    /// `kube-proxy`.
+    pub kube_proxy: PathBuf,
+}
+
+/// Locates `kubelet`, `kube-scheduler` and `kube-proxy` (`$CLOTHJOB_K8S_BIN_DIR`, then the
+/// cache), building missing ones into the cache from `tools/kube`.
+pub fn ensure_node_binaries() -> Result<NodeBins> {
+    let cache = k8s_cache_dir()?;
+    let names = ["kubelet", "kube-scheduler", "kube-proxy"];
+    let find = |name: &str| {
+        env_dir_candidate("CLOTHJOB_K8S_BIN_DIR", name).or_else(|| {
+            let p = cache.join(name);
+            is_executable(&p).then_some(p)
+        })
+    };
+    let missing: Vec<(&str, String)> = names
+        .iter()
+        .filter(|n| find(n).is_none())
+        .map(|n| (*n, format!("k8s.io/kubernetes/cmd/{n}")))
+        .collect();
+    if !missing.is_empty() {
+        let tools: Vec<(&str, &str)> = missing.iter().map(|(n, p)| (*n, p.as_str())).collect();
+        go_build(&workspace_root().join("tools/kube"), &tools, &cache)?;
+    }
+    let take =
+        |name: &str| find(name).with_context(|| format!("{name} not found after building it"));
+    Ok(NodeBins {
+        kubelet: take(names[0])?,
+        kube_scheduler: take(names[1])?,
+        kube_proxy: take(names[2])?,
+    })
+}
+
 /// Locates `helm` in the cache, building it from `tools/helm` if missing.
 pub fn ensure_helm() -> Result<PathBuf> {
     let dir = cache_root()?.join("bin").join("helm-v3.22.0");

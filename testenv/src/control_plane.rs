@@ -1,4 +1,6 @@
-//! A real `etcd` + `kube-apiserver` + `kube-controller-manager` on loopback, with RBAC on.
+//! A real `etcd` + `kube-apiserver` + `kube-controller-manager` with RBAC on: on loopback
+//! ([`ControlPlane::start`]), or inside a real cluster's namespaces ([`crate::Cluster`]), where
+//! the test process reaches the apiserver through a loopback forward.
 //!
 //! Everything lives in a temporary directory (certs, etcd data, one `<component>.log` per
 //! component), removed on drop unless `CLOTHJOB_KEEP_TESTENV=1`. Nothing runtime-bound is kept
@@ -20,7 +22,9 @@ use serde::Deserialize as _;
 use tokio::io::AsyncWriteExt;
 
 use crate::bins::{K8sBins, ensure_k8s_binaries};
+use crate::cluster::forward::Forward;
 use crate::kubeconfig::{Credentials, client_from_json, kubeconfig_json};
+use crate::launcher::Launcher;
 use crate::util::{
     free_port, keep_testenv, make_temp_dir, persist_temp_dir, remove_or_keep, tail_file, wait_for,
 };
@@ -29,6 +33,20 @@ use crate::{certs, proc};
 /// Issuer (and default audience) of service-account tokens.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 const FIELD_MANAGER: &str = "clothjob-testenv";
+/// Service range of every control plane (the benchmarking block: neither private nor public).
+pub(crate) const SERVICE_CIDR: &str = "198.18.128.0/24";
+/// The `kubernetes` Service's ClusterIP (first address of [`SERVICE_CIDR`]).
+pub(crate) const KUBERNETES_SERVICE_IP: [u8; 4] = [198, 18, 128, 1];
+
+/// Where a control plane runs.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Placement {
+    /// How its processes start.
+    pub launcher: Launcher,
+    /// The node (name, address) of a real cluster: the apiserver advertises that address,
+    /// authorizes with Node,RBAC and gets kubelet certificates in its PKI.
+    pub node: Option<(String, std::net::IpAddr)>,
+}
 
 struct Component {
     name: &'static str,
@@ -44,6 +62,10 @@ pub struct ControlPlane {
     ca_pem: String,
     admin_kubeconfig: serde_json::Value,
     kubeconfig_path: PathBuf,
+    internal_url: String,
+    internal_kubeconfig_path: PathBuf,
+    placement: Placement,
+    forwards: Vec<Forward>,
     components: Mutex<Vec<Component>>,
 }
 
@@ -59,19 +81,31 @@ fn start_timeout() -> Duration {
 }
 
 impl ControlPlane {
-    /// Starts a fresh control plane (binaries from [`ensure_k8s_binaries`]).
+    /// Starts a fresh control plane on loopback (binaries from [`ensure_k8s_binaries`]).
     pub async fn start() -> Result<Self> {
+        let dir = persist_temp_dir(make_temp_dir("cp")?);
+        Self::start_placed(dir, Placement::default()).await
+    }
+
+    /// Starts a control plane in `dir` placed as `placement` says.
+    pub(crate) async fn start_placed(dir: PathBuf, placement: Placement) -> Result<Self> {
         let bins = tokio::task::spawn_blocking(ensure_k8s_binaries)
             .await
             .context("binary lookup task panicked")??;
-        let dir = persist_temp_dir(make_temp_dir("cp")?);
         if keep_testenv() {
             eprintln!(
                 "clothjob-testenv: control plane directory {}",
                 dir.display()
             );
         }
-        let pki = certs::generate()?;
+        let mut apiserver_ips = vec![std::net::IpAddr::from(KUBERNETES_SERVICE_IP)];
+        if let Some((_, ip)) = &placement.node {
+            apiserver_ips.push(*ip);
+        }
+        let pki = certs::generate(&certs::PkiOptions {
+            apiserver_ips,
+            node: placement.node.clone(),
+        })?;
         let mut cp = ControlPlane {
             dir,
             bins,
@@ -79,6 +113,10 @@ impl ControlPlane {
             ca_pem: pki.ca_cert.clone(),
             admin_kubeconfig: serde_json::Value::Null,
             kubeconfig_path: PathBuf::new(),
+            internal_url: String::new(),
+            internal_kubeconfig_path: PathBuf::new(),
+            placement,
+            forwards: Vec::new(),
             components: Mutex::new(Vec::new()),
         };
         let started = Instant::now();
@@ -130,23 +168,59 @@ impl ControlPlane {
         let serving_key = write("apiserver.key", &pki.serving_key)?;
         let sa_key = write("sa.key", &pki.sa_key)?;
         let sa_pub = write("sa.pub", &pki.sa_pub)?;
+        let admin_crt = write("admin.crt", &pki.admin_cert)?;
+        let admin_key = write("admin.key", &pki.admin_key)?;
+        if let Some(node) = &pki.node {
+            write("node.crt", &node.client_cert)?;
+            write("node.key", &node.client_key)?;
+            write("kubelet.crt", &node.serving_cert)?;
+            write("kubelet.key", &node.serving_key)?;
+        }
+        let in_netns = self.placement.launcher.in_netns();
+        let node_ip = self.placement.node.as_ref().map(|(_, ip)| ip.to_string());
 
-        let (etcd_port, peer_port, api_port, kcm_port) =
-            (free_port()?, free_port()?, free_port()?, free_port()?);
-        self.server_url = format!("https://127.0.0.1:{api_port}");
-        self.admin_kubeconfig = kubeconfig_json(
-            &self.server_url,
-            &pki.ca_cert,
-            &Credentials::Cert {
-                cert_pem: &pki.admin_cert,
-                key_pem: &pki.admin_key,
-            },
-            None,
-        );
+        // Inside the cluster's own network namespace nothing else listens: fixed ports.
+        let (etcd_port, peer_port, api_port, kcm_port) = if in_netns {
+            (2379, 2380, 6443, 10257)
+        } else {
+            (free_port()?, free_port()?, free_port()?, free_port()?)
+        };
+        let admin_creds = Credentials::Cert {
+            cert_pem: &pki.admin_cert,
+            key_pem: &pki.admin_key,
+        };
+        match (&node_ip, in_netns) {
+            (Some(ip), true) => {
+                self.internal_url = format!("https://{ip}:{api_port}");
+                let fwd = Forward::into_netns(
+                    &self.placement.launcher,
+                    &d,
+                    "apiserver-forward",
+                    &format!("{ip}:{api_port}"),
+                )?;
+                self.server_url = format!("https://{}", fwd.listen);
+                self.forwards.push(fwd);
+            }
+            _ => {
+                self.server_url = format!("https://127.0.0.1:{api_port}");
+                self.internal_url = self.server_url.clone();
+            }
+        }
+        self.admin_kubeconfig = kubeconfig_json(&self.server_url, &pki.ca_cert, &admin_creds, None);
         self.kubeconfig_path = d.join("admin.kubeconfig");
         std::fs::write(
             &self.kubeconfig_path,
             serde_json::to_vec_pretty(&self.admin_kubeconfig)?,
+        )?;
+        self.internal_kubeconfig_path = d.join("admin-internal.kubeconfig");
+        std::fs::write(
+            &self.internal_kubeconfig_path,
+            serde_json::to_vec_pretty(&kubeconfig_json(
+                &self.internal_url,
+                &pki.ca_cert,
+                &admin_creds,
+                None,
+            ))?,
         )?;
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
@@ -165,44 +239,51 @@ impl ControlPlane {
         let etcd_bin = self.bins.etcd.clone();
         self.spawn_component("etcd", &etcd_bin, &etcd_args)?;
 
-        let apiserver_args: Vec<String> = vec![
+        let mut apiserver_args: Vec<String> = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--secure-port={api_port}"),
-            "--bind-address=127.0.0.1".into(),
-            "--advertise-address=127.0.0.1".into(),
             format!("--cert-dir={}", d.join("apiserver-certs").display()),
             format!("--tls-cert-file={}", serving_cert.display()),
             format!("--tls-private-key-file={}", serving_key.display()),
             format!("--client-ca-file={}", ca.display()),
-            "--authorization-mode=RBAC".into(),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             format!("--service-account-key-file={}", sa_pub.display()),
             format!("--service-account-signing-key-file={}", sa_key.display()),
-            "--service-cluster-ip-range=10.0.0.0/24".into(),
-            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount".into(),
+            format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             "--allow-privileged=true".into(),
-            "--endpoint-reconciler-type=none".into(),
             "--profiling=false".into(),
             "-v=1".into(),
         ];
+        match &node_ip {
+            Some(ip) => apiserver_args.extend([
+                "--bind-address=0.0.0.0".into(),
+                format!("--advertise-address={ip}"),
+                "--authorization-mode=Node,RBAC".into(),
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,NodeRestriction"
+                    .into(),
+                // For `kubectl logs`: the apiserver's client identity at the kubelet.
+                format!("--kubelet-client-certificate={}", admin_crt.display()),
+                format!("--kubelet-client-key={}", admin_key.display()),
+                format!("--kubelet-certificate-authority={}", ca.display()),
+            ]),
+            None => apiserver_args.extend([
+                "--bind-address=127.0.0.1".into(),
+                "--advertise-address=127.0.0.1".into(),
+                "--authorization-mode=RBAC".into(),
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount".into(),
+                // No node routes the Service range: no endpoints to reconcile.
+                "--endpoint-reconciler-type=none".into(),
+            ]),
+        }
         let api_bin = self.bins.kube_apiserver.clone();
         self.spawn_component("kube-apiserver", &api_bin, &apiserver_args)?;
 
         let timeout = start_timeout();
-        // Wait for the port first: cheaper than TLS handshakes and keeps kube's error logs quiet.
-        wait_for(
-            "kube-apiserver to listen",
-            timeout,
-            Duration::from_millis(100),
-            || async {
-                self.check_alive()?;
-                Ok(std::net::TcpStream::connect(("127.0.0.1", api_port))
-                    .ok()
-                    .map(|_| ()))
-            },
-        )
-        .await
-        .map_err(|e| self.with_logs(e))?;
+        // Wait for the port first: cheaper than TLS handshakes and keeps kube's error logs quiet
+        // (behind a forward the port is always open: go straight to /readyz).
+        if !in_netns {
+            self.wait_listening(api_port, timeout).await?;
+        }
         wait_for(
             "kube-apiserver /readyz",
             timeout,
@@ -221,16 +302,11 @@ impl ControlPlane {
         .await
         .map_err(|e| self.with_logs(e))?;
 
+        let kc = self.internal_kubeconfig_path.display();
         let kcm_args: Vec<String> = vec![
-            format!("--kubeconfig={}", self.kubeconfig_path.display()),
-            format!(
-                "--authentication-kubeconfig={}",
-                self.kubeconfig_path.display()
-            ),
-            format!(
-                "--authorization-kubeconfig={}",
-                self.kubeconfig_path.display()
-            ),
+            format!("--kubeconfig={kc}"),
+            format!("--authentication-kubeconfig={kc}"),
+            format!("--authorization-kubeconfig={kc}"),
             "--bind-address=127.0.0.1".into(),
             format!("--secure-port={kcm_port}"),
             format!("--cert-dir={}", d.join("kcm-certs").display()),
@@ -263,12 +339,28 @@ impl ControlPlane {
         Ok(())
     }
 
+    async fn wait_listening(&self, port: u16, timeout: Duration) -> Result<()> {
+        wait_for(
+            "kube-apiserver to listen",
+            timeout,
+            Duration::from_millis(100),
+            || async {
+                self.check_alive()?;
+                Ok(std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ()))
+            },
+        )
+        .await
+        .map_err(|e| self.with_logs(e))
+    }
+
     fn spawn_component(&mut self, name: &'static str, bin: &Path, args: &[String]) -> Result<()> {
         let log = self.dir.join(format!("{name}.log"));
         let out =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let err = out.try_clone()?;
-        let mut cmd = proc::command(bin);
+        let mut cmd = self.placement.launcher.command(bin);
         cmd.args(args)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
@@ -333,9 +425,25 @@ impl ControlPlane {
         &self.kubeconfig_path
     }
 
-    /// `https://127.0.0.1:<port>`.
+    /// `https://127.0.0.1:<port>`: the URL clients in the test process use (on a real
+    /// cluster, a loopback forward into the cluster's network namespace).
     pub fn server_url(&self) -> &str {
         &self.server_url
+    }
+
+    /// The URL components use (inside a real cluster: `https://<node ip>:6443`).
+    pub fn internal_url(&self) -> &str {
+        &self.internal_url
+    }
+
+    /// An admin kubeconfig for components (server = [`internal_url`](Self::internal_url)).
+    pub fn internal_kubeconfig_path(&self) -> &Path {
+        &self.internal_kubeconfig_path
+    }
+
+    /// Directory of the PKI files (`ca.crt`, `admin.crt`, `node.crt`, `kubelet.crt`, keys).
+    pub fn pki_dir(&self) -> PathBuf {
+        self.dir.join("pki")
     }
 
     /// PEM of the cluster CA (signs the serving cert and the admin client cert).

@@ -1,8 +1,10 @@
 //! Test support for end-to-end tests of the clothjob operator.
 //!
 //! It runs a real `etcd` + `kube-apiserver` (RBAC on) + `kube-controller-manager` on loopback
-//! ([`ControlPlane`]), a fake kubelet that runs pods as local processes ([`FakeNode`]) and an
-//! S3-compatible server backed by a directory ([`S3Server`], the `s3s-fs` binary).
+//! ([`ControlPlane`]); a real one-node cluster (that control plane plus kube-scheduler,
+//! kube-proxy, a kubelet, containerd and runc) in private namespaces ([`Cluster`]); a fake
+//! kubelet that runs pods as local processes, for fast tests of the test support itself
+//! ([`FakeNode`]); and an S3-compatible server backed by a directory ([`S3Server`], `s3s-fs`).
 //!
 //! Binaries are located or built by the [`bins`] module.
 //!
@@ -40,14 +42,19 @@
 
 pub mod bins;
 mod certs;
+pub mod cluster;
 mod control_plane;
 mod kubeconfig;
+mod launcher;
 pub mod node;
 mod proc;
 mod s3;
 mod util;
 
-pub use bins::{K8sBins, ensure_helm, ensure_k8s_binaries, ensure_s3_server};
+pub use bins::{
+    K8sBins, NodeBins, ensure_helm, ensure_k8s_binaries, ensure_node_binaries, ensure_s3_server,
+};
+pub use cluster::Cluster;
 pub use control_plane::ControlPlane;
 pub use node::{FakeNode, NodeConfig};
 pub use s3::S3Server;

@@ -12,7 +12,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 
 tasks:
   gen-crds     write crds/ and the chart's CRD template from the Rust types
-  build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kubectl, helm, s3s-fs
+  build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm, s3s-fs
   test [ARGS]  fmt check, clippy -D warnings, helm lint, then cargo test --workspace [ARGS]
   demo         a local control plane, the operator, the sample ClothJob with live progress
   bench        the anchors of ../shared/bench and our pipeline in one run, as ratios
@@ -85,6 +85,8 @@ fn build_k8s() -> Result<PathBuf> {
     );
     let bins = clothjob_testenv::ensure_k8s_binaries()?;
     eprintln!("    kube-apiserver: {}", bins.kube_apiserver.display());
+    let node = clothjob_testenv::ensure_node_binaries()?;
+    eprintln!("    kubelet: {}", node.kubelet.display());
     let helm = clothjob_testenv::ensure_helm()?;
     eprintln!("    helm: {}", helm.display());
     let s3 = clothjob_testenv::ensure_s3_server()?;
