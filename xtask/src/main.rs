@@ -13,7 +13,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   gen-crds     write crds/ and the chart's CRD template from the Rust types
   build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm, s3s-fs
-  test [ARGS]  fmt check, clippy -D warnings, helm lint, then cargo test --workspace [ARGS]
+  test [ARGS]  fmt check, clippy -D warnings, helm lint, test set-up, then cargo test --workspace [ARGS]
   demo         a local control plane, the operator, the sample ClothJob with live progress
   bench        the anchors of ../shared/bench and our pipeline in one run, as ratios
   images [--debug]  the operator and runner images as OCI archives in target/images (no daemon)";
@@ -119,7 +119,42 @@ fn test(extra: &[String]) -> Result<()> {
             .arg(root().join("charts/clothjob-operator")),
     )?;
     run(
-        "cargo test",
-        cargo().args(["test", "--workspace"]).args(extra),
-    )
+        "test dependencies (scripts/setup-test-deps.sh: the real node's packages, rembg, u2netp, ONNX Runtime, checkov)",
+        Command::new("bash").arg(root().join("scripts/setup-test-deps.sh")),
+    )?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--workspace"]).args(extra);
+    for (var, value) in test_env()? {
+        if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+            eprintln!("    {var}={}", value.display());
+            cmd.env(var, value);
+        }
+    }
+    run("cargo test", &mut cmd)
+}
+
+/// Where the set-up script put ONNX Runtime, u2netp and rembg, for the tests that use them.
+fn test_env() -> Result<Vec<(&'static str, PathBuf)>> {
+    let cache = clothjob_testenv::bins::cache_root()?;
+    let venv = cache.join("rembg-venv");
+    let mut ort = None;
+    for python in std::fs::read_dir(venv.join("lib"))?.flatten() {
+        let capi = python.path().join("site-packages/onnxruntime/capi");
+        for f in std::fs::read_dir(capi).into_iter().flatten().flatten() {
+            if f.file_name().to_string_lossy().starts_with("libonnxruntime.so.") {
+                ort = Some(f.path());
+            }
+        }
+    }
+    let ort = ort.with_context(|| {
+        format!(
+            "no libonnxruntime.so.* in {} after the set-up",
+            venv.display()
+        )
+    })?;
+    Ok(vec![
+        ("ORT_DYLIB_PATH", ort),
+        ("CLOTHJOB_U2NETP", cache.join("u2net/u2netp.onnx")),
+        ("CLOTHJOB_REMBG", venv.join("bin/rembg")),
+    ])
 }

@@ -169,6 +169,41 @@ fn destroy(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits for this test process to end, then kills what is left in cgroup `$2` and removes it
+/// and the cluster directory `$3` (kept when it holds `.keep`).
+const REAPER: &str = r#"pid="$1"; cg="$2"; dir="$3"
+while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+for i in $(seq 1 200); do
+  left=$(find /sys/fs/cgroup/pids/"$cg" -name cgroup.procs -exec cat {} + 2>/dev/null)
+  [ -z "$left" ] && break
+  kill -9 $left 2>/dev/null
+  sleep 0.05
+done
+for i in $(seq 1 50); do
+  find /sys/fs/cgroup/*/"$cg" -depth -type d -exec rmdir {} + 2>/dev/null
+  ls -d /sys/fs/cgroup/*/"$cg" >/dev/null 2>&1 || break
+  sleep 0.1
+done
+[ -e "$dir/.keep" ] || rm -rf "$dir"
+"#;
+
+/// Starts the reaper of this cluster: a detached shell that tears the cluster down once the
+/// test process has ended, however it ended (a cluster in a `static` is never dropped; a
+/// killed test process drops nothing).
+pub(crate) fn spawn_reaper(root: &CgroupRoot, dir: &Path) -> Result<()> {
+    std::process::Command::new("/bin/sh")
+        .args(["-c", REAPER, "sh"])
+        .arg(std::process::id().to_string())
+        .arg(&root.name)
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting the cluster's reaper")?;
+    Ok(())
+}
+
 /// Destroys the cgroup roots of clusters whose test process (`clothjob-<pid>-<n>`) is gone.
 pub(crate) fn sweep_stale() {
     let Ok(rd) = std::fs::read_dir(Path::new(CGROUP_FS).join("pids")) else {

@@ -147,6 +147,7 @@ impl Cluster {
         let n = CLUSTER_COUNTER.fetch_add(1, Ordering::Relaxed);
         let cgroup =
             cgroups::CgroupRoot::create(&format!("{}{}-{n}", cgroups::PREFIX, std::process::id()))?;
+        cgroups::spawn_reaper(&cgroup, &dir)?;
         let mut cluster = Cluster {
             runtime: runtime::RuntimeDirs {
                 base: dir.join("containerd"),
@@ -354,6 +355,12 @@ impl Cluster {
     /// The control plane (admin clients, `kubectl`, namespaces, CRDs).
     pub fn control_plane(&self) -> Result<&ControlPlane> {
         self.cp.as_ref().context("the control plane is not running")
+    }
+
+    /// PID of the process holding the cluster's namespaces: a shell enters them with
+    /// `nsenter --target <pid> --net --mount --uts`.
+    pub fn netns_holder_pid(&self) -> Option<u32> {
+        self.netns.as_ref().map(|n| n.holder_pid())
     }
 
     /// The cluster's directory (logs of every component, pod logs under `kubelet/pod-logs`).
