@@ -14,7 +14,7 @@ tasks:
   gen-crds     write crds/ and the chart's CRD template from the Rust types
   build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm, s3s-fs
   test [ARGS]  fmt check, clippy -D warnings, helm lint, test set-up, then cargo test --workspace [ARGS]
-  demo         a local control plane, the operator, the sample ClothJob with live progress
+  demo [--keep] [--debug]  the sample ClothJob on a real one-node cluster (shipped images, chart by helm) with live progress; --keep: stay up until Ctrl-C
   bench        the anchors of ../shared/bench and our pipeline in one run, as ratios
   images [--debug]  the operator and runner images as OCI archives in target/images (no daemon)";
 
@@ -25,7 +25,7 @@ fn main() -> Result<()> {
         "gen-crds" => gen_crds(),
         "build-k8s" => build_k8s().map(|_| ()),
         "test" => test(&args[1..]),
-        "demo" => demo::run(),
+        "demo" => demo::run(&args[1..]),
         "bench" => bench::run(),
         "images" => xtask::images::run(&args[1..]),
         "help" | "-h" | "--help" => {
