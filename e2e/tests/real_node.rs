@@ -370,6 +370,36 @@ async fn a_missing_secret_gives_createcontainerconfigerror(env: Arc<Env>) -> Res
     Ok(())
 }
 
+/// `helm test` runs the chart's smoke test: a tiny ClothJob in the release namespace, to
+/// completion, cleaned up afterwards.
+async fn helm_test_runs_a_tiny_clothjob_to_completion(env: Arc<Env>) -> Result<()> {
+    let out = run(
+        "helm test",
+        helm(&env.helm, &env.cluster)?.args([
+            "test",
+            RELEASE,
+            "--namespace",
+            SYSTEM_NS,
+            "--logs",
+            "--timeout",
+            "300s",
+        ]),
+    )?;
+    assert!(out.contains("Succeeded"), "{out}");
+    assert!(out.contains("completed with 7 outputs"), "{out}");
+    let client = env.cluster.control_plane()?.client().await?;
+    let api: Api<ClothJob> = Api::namespaced(client, SYSTEM_NS);
+    let name = format!("{RELEASE}-smoke-test");
+    wait_for(
+        "the smoke test's ClothJob to be cleaned up",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async { Ok(api.get_opt(&name).await?.is_none().then_some(())) },
+    )
+    .await?;
+    Ok(())
+}
+
 /// `helm upgrade` with a changed value rolls the operator; `helm uninstall` removes everything
 /// but the CRD.
 async fn helm_upgrade_rolls_and_uninstall_keeps_the_crd(env: Arc<Env>) -> Result<()> {
@@ -450,6 +480,7 @@ fn main() {
         trial!(bad_input_fails_with_the_termination_message),
         trial!(an_absent_image_stays_pending_with_errimageneverpull),
         trial!(a_missing_secret_gives_createcontainerconfigerror),
+        trial!(helm_test_runs_a_tiny_clothjob_to_completion),
         trial!(helm_upgrade_rolls_and_uninstall_keeps_the_crd),
     ];
     let conclusion = libtest_mimic::run(&args, trials);

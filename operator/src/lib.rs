@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod observe;
 pub mod reconcile;
 pub mod server;
+pub mod smoke;

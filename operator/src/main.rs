@@ -18,6 +18,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    // `clothjob-operator smoke-test`: the chart's `helm test` (a tiny ClothJob to completion).
+    if std::env::args().nth(1).as_deref() == Some("smoke-test") {
+        let cfg = clothjob_operator::smoke::SmokeConfig::parse_from(std::env::args().skip(1));
+        let client = kube::Client::try_default().await?;
+        if let Err(e) = clothjob_operator::smoke::run(client, &cfg).await {
+            eprintln!("smoke test failed: {e}");
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let config = OperatorConfig::parse();
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::new()?;

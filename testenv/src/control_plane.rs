@@ -265,6 +265,8 @@ impl ControlPlane {
                 format!("--kubelet-client-certificate={}", admin_crt.display()),
                 format!("--kubelet-client-key={}", admin_key.display()),
                 format!("--kubelet-certificate-authority={}", ca.display()),
+                // No cluster DNS: reach kubelets by their address, not their name.
+                "--kubelet-preferred-address-types=InternalIP".into(),
             ]),
             None => apiserver_args.extend([
                 "--bind-address=127.0.0.1".into(),

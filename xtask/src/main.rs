@@ -141,7 +141,10 @@ fn test_env() -> Result<Vec<(&'static str, PathBuf)>> {
     for python in std::fs::read_dir(venv.join("lib"))?.flatten() {
         let capi = python.path().join("site-packages/onnxruntime/capi");
         for f in std::fs::read_dir(capi).into_iter().flatten().flatten() {
-            if f.file_name().to_string_lossy().starts_with("libonnxruntime.so.") {
+            if f.file_name()
+                .to_string_lossy()
+                .starts_with("libonnxruntime.so.")
+            {
                 ort = Some(f.path());
             }
         }
