@@ -226,20 +226,173 @@ async fn deleting_a_running_pod_kills_its_process() -> Result<()> {
     )
     .await?;
 
-    // An image without a mapping fails the pod instead of hanging.
-    let bad: Pod = serde_json::from_value(json!({
-        "metadata": { "name": "bad-image" },
-        "spec": { "restartPolicy": "Never", "containers": [{ "name": "main", "image": "example.invalid/nope:1" }] },
-    }))?;
-    pods.create(&PostParams::default(), &bad).await?;
-    let bad = wait_pod_phase(&pods, "bad-image", "Failed", Duration::from_secs(30)).await?;
-    let waiting = bad.status.unwrap().container_statuses.unwrap()[0]
-        .state
-        .clone()
-        .unwrap()
-        .waiting
-        .unwrap();
-    assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
+    Ok(())
+}
+
+/// Waits until container `main` of pod `name` is waiting with `reason`; returns the pod.
+async fn wait_waiting(pods: &Api<Pod>, name: &str, reason: &str) -> Result<Pod> {
+    wait_for(
+        &format!("pod {name} waiting with {reason}"),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let pod = pods.get(name).await?;
+            let waiting = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.first())
+                .and_then(|c| c.state.as_ref())
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.clone());
+            Ok((waiting.as_deref() == Some(reason)).then_some(pod))
+        },
+    )
+    .await
+}
+
+fn waiting_message(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.first())
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.message.clone())
+        .unwrap_or_default()
+}
+
+fn phase(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default()
+}
+
+/// Pods that cannot start stay Pending with the reason a real kubelet gives, and start once
+/// what they miss appears.
+#[tokio::test]
+async fn pods_that_cannot_start_stay_pending_with_the_kubelets_reason() -> Result<()> {
+    init_tracing();
+    let cp = ControlPlane::shared().await?;
+    let ns = cp.create_namespace("pending").await?;
+    let _node = FakeNode::start(cp, busybox_node(&ns)).await?;
+    let pods: Api<Pod> = Api::namespaced(cp.client().await?, &ns);
+    let pp = PostParams::default();
+    let pod =
+        |name: &str, container: serde_json::Value, volumes: serde_json::Value| -> Result<Pod> {
+            Ok(serde_json::from_value(json!({
+                "metadata": { "name": name },
+                "spec": { "restartPolicy": "Never", "containers": [container], "volumes": volumes },
+            }))?)
+        };
+
+    // An image the node does not have: never pulled under pull policy Never, else pull errors
+    // and back-off; either way the pod stays Pending.
+    let never =
+        json!({ "name": "main", "image": "example.invalid/nope:1", "imagePullPolicy": "Never" });
+    pods.create(&pp, &pod("never-pull", never, json!([]))?)
+        .await?;
+    let p = wait_waiting(&pods, "never-pull", "ErrImageNeverPull").await?;
+    assert_eq!(phase(&p), "Pending");
+    let msg = waiting_message(&p);
+    assert!(
+        msg.contains("example.invalid/nope:1") && msg.contains("Never"),
+        "{msg}"
+    );
+    let pull = json!({ "name": "main", "image": "example.invalid/nope:1" });
+    pods.create(&pp, &pod("bad-image", pull, json!([]))?)
+        .await?;
+    let p = wait_waiting(&pods, "bad-image", "ErrImagePull").await?;
+    assert_eq!(phase(&p), "Pending");
+    let p = wait_waiting(&pods, "bad-image", "ImagePullBackOff").await?;
+    assert_eq!(phase(&p), "Pending");
+    assert!(
+        waiting_message(&p).contains("Back-off pulling image"),
+        "{p:?}"
+    );
+
+    // A missing Secret in env: CreateContainerConfigError naming it; a missing key names the
+    // key; a missing Secret volume: ContainerCreating with a FailedMount Event.
+    let env_secret = json!({ "name": "main", "image": "busybox", "command": ["sh", "-c", "test \"$V\" = v1"],
+        "env": [{ "name": "V", "valueFrom": { "secretKeyRef": { "name": "later", "key": "v" } } }] });
+    pods.create(&pp, &pod("env-secret", env_secret, json!([]))?)
+        .await?;
+    cp.apply_yaml(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: conf, namespace: {ns} }}\ndata: {{ other: x }}\n"
+    ))
+    .await?;
+    let env_key = json!({ "name": "main", "image": "busybox", "command": ["sh", "-c", "true"],
+        "env": [{ "name": "V", "valueFrom": { "configMapKeyRef": { "name": "conf", "key": "missing" } } }] });
+    pods.create(&pp, &pod("env-key", env_key, json!([]))?)
+        .await?;
+    let vol = json!({ "name": "main", "image": "busybox", "command": ["sh", "-c", "test \"$(cat \"$1\")\" = v1", "sh", "/etc/later/v"],
+        "volumeMounts": [{ "name": "later", "mountPath": "/etc/later" }] });
+    pods.create(
+        &pp,
+        &pod(
+            "vol-secret",
+            vol,
+            json!([{ "name": "later", "secret": { "secretName": "later" } }]),
+        )?,
+    )
+    .await?;
+
+    let p = wait_waiting(&pods, "env-secret", "CreateContainerConfigError").await?;
+    assert_eq!(phase(&p), "Pending");
+    assert_eq!(waiting_message(&p), "secret \"later\" not found");
+    let p = wait_waiting(&pods, "env-key", "CreateContainerConfigError").await?;
+    assert_eq!(
+        waiting_message(&p),
+        format!("couldn't find key missing in ConfigMap {ns}/conf")
+    );
+    let p = wait_waiting(&pods, "vol-secret", "ContainerCreating").await?;
+    assert_eq!(phase(&p), "Pending");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(cp.client().await?, &ns);
+    wait_for(
+        "a FailedMount Event naming the Secret",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("FailedMount")
+                        && e.message.as_deref().is_some_and(|m| {
+                            m.contains("volume \"later\"")
+                                && m.contains("secret \"later\" not found")
+                        })
+                })
+                .then_some(()))
+        },
+    )
+    .await?;
+
+    // Once the Secret exists, both pods that waited for it start and succeed.
+    cp.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: later, namespace: {ns} }}\nstringData: {{ v: v1 }}\n"
+    ))
+    .await?;
+    for name in ["env-secret", "vol-secret"] {
+        wait_pod_phase(&pods, name, "Succeeded", Duration::from_secs(60)).await?;
+    }
+
+    // Pods that never started are deleted as any other.
+    for name in ["never-pull", "bad-image", "env-key"] {
+        pods.delete(name, &DeleteParams::default()).await?;
+    }
+    wait_for(
+        "the waiting pods gone",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            let left = pods.list(&ListParams::default()).await?.items;
+            Ok(left.iter().all(|p| phase(p) == "Succeeded").then_some(()))
+        },
+    )
+    .await?;
     Ok(())
 }
 

@@ -1,6 +1,8 @@
 //! Resolving a container's environment the way the kubelet does: `env` (plain values,
 //! `secretKeyRef`, `configMapKeyRef`, `fieldRef`), `envFrom` (with prefix) and `$(VAR)`
-//! expansion, plus the few host variables a local process needs.
+//! expansion, plus the few host variables a local process needs. A missing Secret, ConfigMap or
+//! key is an error worded as the kubelet words it (`secret "x" not found`, `couldn't find key k
+//! in Secret ns/x`), which the pod then shows as `CreateContainerConfigError`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -192,13 +194,13 @@ pub(crate) async fn resolve(
         let (data, what, optional) = if let Some(s) = &from.secret_ref {
             (
                 lookup.secret(&s.name).await?,
-                format!("secret {}", s.name),
+                format!("secret {:?}", s.name),
                 s.optional.unwrap_or(false),
             )
         } else if let Some(c) = &from.config_map_ref {
             (
                 lookup.config_map(&c.name).await?,
-                format!("configmap {}", c.name),
+                format!("configmap {:?}", c.name),
                 c.optional.unwrap_or(false),
             )
         } else {
@@ -220,42 +222,42 @@ pub(crate) async fn resolve(
                 }
             }
             None if optional => {}
-            None => bail!("{what} referenced by envFrom not found"),
+            None => bail!("{what} not found"),
         }
     }
     for var in container.env.clone().unwrap_or_default() {
         let value = if let Some(src) = &var.value_from {
             if let Some(r) = &src.secret_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                match lookup
-                    .secret(&r.name)
-                    .await?
-                    .and_then(|d| d.get(&r.key).cloned())
-                {
-                    Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                match lookup.secret(&r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if optional => continue,
+                        None => bail!(
+                            "couldn't find key {} in Secret {}/{}",
+                            r.key,
+                            lookup.namespace,
+                            r.name
+                        ),
+                    },
                     None if optional => continue,
-                    None => bail!(
-                        "env {}: key {} of secret {} not found",
-                        var.name,
-                        r.key,
-                        r.name
-                    ),
+                    None => bail!("secret {:?} not found", r.name),
                 }
             } else if let Some(r) = &src.config_map_key_ref {
                 let optional = r.optional.unwrap_or(false);
-                match lookup
-                    .config_map(&r.name)
-                    .await?
-                    .and_then(|d| d.get(&r.key).cloned())
-                {
-                    Some(v) => String::from_utf8_lossy(&v).into_owned(),
+                match lookup.config_map(&r.name).await? {
+                    Some(d) => match d.get(&r.key) {
+                        Some(v) => String::from_utf8_lossy(v).into_owned(),
+                        None if optional => continue,
+                        None => bail!(
+                            "couldn't find key {} in ConfigMap {}/{}",
+                            r.key,
+                            lookup.namespace,
+                            r.name
+                        ),
+                    },
                     None if optional => continue,
-                    None => bail!(
-                        "env {}: key {} of configmap {} not found",
-                        var.name,
-                        r.key,
-                        r.name
-                    ),
+                    None => bail!("configmap {:?} not found", r.name),
                 }
             } else if let Some(f) = &src.field_ref {
                 field_ref(pod, node_name, &f.field_path)?

@@ -2,8 +2,12 @@
 //!
 //! - The executable is the one mapped to the container image ([`super::NodeConfig::images`]);
 //!   arguments are `command[1..]` followed by `args` (after `$(VAR)` expansion and mount-path
-//!   rewriting). An unmapped image fails the pod (phase Failed, container waiting with reason
-//!   `ErrImagePull`) and records an Event.
+//!   rewriting). A pod whose image is not mapped stays Pending as on a kubelet that cannot find
+//!   the image: waiting with `ErrImageNeverPull` under `imagePullPolicy: Never`, else alternating
+//!   `ErrImagePull` and `ImagePullBackOff` (retried with a growing back-off), with Events.
+//! - A pod whose Secret, ConfigMap or key is missing stays Pending, retried until it appears:
+//!   `CreateContainerConfigError` naming it for `env`/`envFrom`, `ContainerCreating` with a
+//!   `FailedMount` Event for a volume (the kubelet's reasons and wording).
 //! - Environment: only `PATH`, `HOME`, `RUST_LOG`, `RUST_BACKTRACE`, `LLVM_PROFILE_FILE` of the
 //!   test process, `HOSTNAME`, the container's resolved env, `KUBECONFIG` (a kubeconfig holding a
 //!   token bound to the pod, unless `automountServiceAccountToken: false`) and
@@ -29,13 +33,17 @@ use kube::Api;
 use nix::sys::signal::Signal;
 
 use super::env::{self, Lookup};
-use super::volumes::{Mounts, VolumeContext, materialize};
+use super::volumes::{MountError, Mounts, VolumeContext, materialize};
 use super::{NodeCtx, NodeState, PodPhase, create_binding, delete_now, status, token};
 use crate::proc;
 
 const MAX_MESSAGE: usize = 4096;
-/// How long missing Secrets/ConfigMaps/ServiceAccounts are waited for before the pod fails.
-const CONFIG_WAIT: Duration = Duration::from_secs(30);
+/// Retry interval of a pod whose Secrets/ConfigMaps are missing (doubling up to the maximum).
+const CONFIG_RETRY: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(5));
+/// Back-off between attempts to "pull" an image the node does not have (doubling).
+const PULL_BACKOFF: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(30));
+/// How long `ErrImagePull` shows before `ImagePullBackOff`.
+const PULL_ERROR_SHOWN: Duration = Duration::from_secs(1);
 
 /// Binds an unscheduled pod to this node (retrying transient errors).
 pub(crate) async fn bind(ctx: Arc<NodeCtx>, pod: Pod) {
@@ -197,42 +205,45 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
     let pod_dir = ctx.root.join("pods").join(format!("{ns}_{name}_{uid}"));
     std::fs::create_dir_all(&pod_dir).with_context(|| format!("creating {}", pod_dir.display()))?;
 
+    let accepted_at = status::now();
     let Some(exe) = ctx.cfg.resolve_image(&image).cloned() else {
-        let msg = format!("image {image:?} is not mapped to a local executable by the fake node");
-        status::event(
-            &ctx.client,
-            pod,
-            &ctx.name,
-            "Warning",
-            "Failed",
-            &format!("Failed to pull image: {msg}"),
-        )
-        .await;
-        let body = status::failed_to_start(&container.name, &image, &uid, "ErrImagePull", &msg);
-        return status::patch(&api, &name, &body).await;
+        return image_unavailable(ctx, pod, container, &api, &accepted_at).await;
     };
 
-    // Referenced Secrets/ConfigMaps may be created after the pod: retry for a while, like the
-    // kubelet keeps a pod in CreateContainerConfigError.
-    let started = Instant::now();
+    // Referenced Secrets/ConfigMaps may be created after the pod: the pod waits (Pending) and is
+    // retried until they exist or it is deleted, as on a kubelet.
+    let mut reported: Option<String> = None;
+    let mut retry = CONFIG_RETRY.0;
     let prepared = loop {
         match prepare(ctx, pod, container, &pod_dir).await {
             Ok(p) => break p,
-            Err(e) if started.elapsed() < CONFIG_WAIT && !deletion_requested(ctx, &uid) => {
-                tracing::debug!("pod {ns}/{name}: not ready to start yet: {e:#}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
             Err(e) => {
-                let msg = format!("{e:#}");
-                status::event(&ctx.client, pod, &ctx.name, "Warning", "Failed", &msg).await;
-                let body = status::failed_to_start(
-                    &container.name,
-                    &image,
-                    &uid,
-                    "CreateContainerConfigError",
-                    &msg,
-                );
-                return status::patch(&api, &name, &body).await;
+                let (reason, message, event_reason, event) = match e.downcast_ref::<MountError>() {
+                    Some(m) => ("ContainerCreating", None, "FailedMount", m.to_string()),
+                    None => {
+                        let m = format!("{e:#}");
+                        let event = format!("Error: {m}");
+                        ("CreateContainerConfigError", Some(m), "Failed", event)
+                    }
+                };
+                if reported.as_deref() != Some(event.as_str()) {
+                    tracing::debug!("pod {ns}/{name}: cannot start yet: {event}");
+                    status::event(&ctx.client, pod, &ctx.name, "Warning", event_reason, &event)
+                        .await;
+                    let body = status::waiting(
+                        &container.name,
+                        &image,
+                        reason,
+                        message.as_deref(),
+                        &accepted_at,
+                    );
+                    status::patch(&api, &name, &body).await?;
+                    reported = Some(event);
+                }
+                if sleep_unless_deleted(ctx, &uid, retry).await {
+                    return Ok(());
+                }
+                retry = (retry * 2).min(CONFIG_RETRY.1);
             }
         }
     };
@@ -352,6 +363,100 @@ async fn run_inner(ctx: &NodeCtx, pod: &Pod) -> Result<()> {
 
 fn deletion_requested(ctx: &NodeCtx, uid: &str) -> bool {
     ctx.state().pods.get(uid).is_some_and(|s| s.deleting)
+}
+
+/// Sleeps for `d` or until the pod's deletion is requested; returns whether it was.
+async fn sleep_unless_deleted(ctx: &NodeCtx, uid: &str, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        if deletion_requested(ctx, uid) {
+            return true;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+    }
+}
+
+/// The container's pull policy, defaulted as the apiserver does when unset: `Always` for an
+/// image tagged `latest` or untagged, else `IfNotPresent`.
+fn pull_policy(container: &Container, image: &str) -> String {
+    if let Some(p) = container
+        .image_pull_policy
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        return p.to_string();
+    }
+    if image.contains('@') {
+        return "IfNotPresent".into();
+    }
+    let tag = image
+        .rsplit_once(':')
+        .map(|(_, t)| t)
+        .filter(|t| !t.contains('/'));
+    match tag {
+        None | Some("latest") => "Always".into(),
+        Some(_) => "IfNotPresent".into(),
+    }
+}
+
+/// A pod whose image this node has no executable for: as a kubelet that does not have the image
+/// and cannot pull it, the pod stays Pending (until deleted) with the kubelet's reasons.
+async fn image_unavailable(
+    ctx: &NodeCtx,
+    pod: &Pod,
+    container: &Container,
+    api: &Api<Pod>,
+    accepted_at: &str,
+) -> Result<()> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let image = container.image.clone().unwrap_or_default();
+    let waiting = |reason: &str, message: &str| {
+        status::waiting(&container.name, &image, reason, Some(message), accepted_at)
+    };
+    if pull_policy(container, &image) == "Never" {
+        let msg = format!("Container image {image:?} is not present with pull policy of Never");
+        status::event(
+            &ctx.client,
+            pod,
+            &ctx.name,
+            "Warning",
+            "ErrImageNeverPull",
+            &msg,
+        )
+        .await;
+        return status::patch(api, &name, &waiting("ErrImageNeverPull", &msg)).await;
+    }
+    let pull_error = format!(
+        "failed to pull and unpack image {image:?}: not found (the fake node maps no executable \
+         to this image)"
+    );
+    let back_off = format!("Back-off pulling image {image:?}");
+    let mut delay = PULL_BACKOFF.0;
+    let mut first = true;
+    loop {
+        if first {
+            let msg = format!("Failed to pull image {image:?}: {pull_error}");
+            status::event(&ctx.client, pod, &ctx.name, "Warning", "Failed", &msg).await;
+        }
+        status::patch(api, &name, &waiting("ErrImagePull", &pull_error)).await?;
+        if sleep_unless_deleted(ctx, &uid, PULL_ERROR_SHOWN).await {
+            return Ok(());
+        }
+        if first {
+            status::event(&ctx.client, pod, &ctx.name, "Normal", "BackOff", &back_off).await;
+            first = false;
+        }
+        status::patch(api, &name, &waiting("ImagePullBackOff", &back_off)).await?;
+        if sleep_unless_deleted(ctx, &uid, delay).await {
+            return Ok(());
+        }
+        delay = (delay * 2).min(PULL_BACKOFF.1);
+    }
 }
 
 fn read_capped(path: &Path) -> String {

@@ -176,7 +176,39 @@ pub(crate) fn terminated(
     json!({ "status": status })
 }
 
-/// Status of a pod that could not start (e.g. `ErrImagePull`): phase Failed, container waiting.
+/// Status of a pod whose container cannot start yet (an image it cannot pull, a missing
+/// Secret): phase Pending, the container waiting with `reason` (and `message`), as the
+/// kubelet reports it.
+pub(crate) fn waiting(
+    container: &str,
+    image: &str,
+    reason: &str,
+    message: Option<&str>,
+    start_time: &str,
+) -> Value {
+    let mut waiting = json!({ "reason": reason });
+    if let Some(m) = message {
+        waiting["message"] = json!(m);
+    }
+    let mut status = json!({
+        "phase": "Pending",
+        "conditions": conditions(false, Some("ContainersNotReady"), start_time),
+        "containerStatuses": [{
+            "name": container,
+            "image": image,
+            "imageID": "",
+            "ready": false,
+            "started": false,
+            "restartCount": 0,
+            "state": { "waiting": waiting },
+        }],
+    });
+    addresses(&mut status, Some(start_time));
+    json!({ "status": status })
+}
+
+/// Status of a pod that could not start its process (e.g. the executable is missing): phase
+/// Failed, container waiting.
 pub(crate) fn failed_to_start(
     container: &str,
     image: &str,

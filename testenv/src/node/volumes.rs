@@ -8,6 +8,10 @@
 //! (`fieldRef` items) and `projected` (`serviceAccountToken`, `secret`, `configMap`,
 //! `downwardAPI` sources; this covers the admission-injected `kube-api-access-*` volume).
 //! Other volume types are left alone (not materialized, paths not rewritten).
+//!
+//! A missing Secret, ConfigMap or item key fails with a [`MountError`] worded as the kubelet's
+//! `FailedMount` Event (`MountVolume.SetUp failed for volume "v" : secret "x" not found`); the pod
+//! then waits in `ContainerCreating`, as on a real node.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -17,6 +21,57 @@ use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod};
 
 use super::env::{Lookup, field_ref};
 use super::token::pod_token;
+
+/// A volume that cannot be set up because a Secret, ConfigMap or key it needs is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountError {
+    /// The pod's volume.
+    pub volume: String,
+    /// Why, e.g. `secret "x" not found`.
+    pub message: String,
+}
+
+impl std::fmt::Display for MountError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MountVolume.SetUp failed for volume {:?} : {}",
+            self.volume, self.message
+        )
+    }
+}
+
+impl std::error::Error for MountError {}
+
+fn mount_error(volume: &str, message: String) -> anyhow::Error {
+    anyhow::Error::new(MountError {
+        volume: volume.to_string(),
+        message,
+    })
+}
+
+/// What a volume source is, for the kubelet's wording of a missing key.
+#[derive(Clone, Copy)]
+enum Source {
+    Secret,
+    ConfigMap,
+}
+
+impl Source {
+    fn missing_key(self, key: &str) -> String {
+        match self {
+            Source::Secret => format!("references non-existent secret key: {key}"),
+            Source::ConfigMap => format!("configmap references non-existent config key: {key}"),
+        }
+    }
+
+    fn missing(self, name: &str) -> String {
+        match self {
+            Source::Secret => format!("secret {name:?} not found"),
+            Source::ConfigMap => format!("configmap {name:?} not found"),
+        }
+    }
+}
 
 /// Container paths mapped to local paths, longest container path first.
 #[derive(Debug, Default, Clone)]
@@ -92,21 +147,30 @@ fn write_file(base: &Path, rel: &str, bytes: &[u8], mode: Option<i32>) -> Result
     Ok(())
 }
 
-/// Writes `data` (all keys, or only `items` key→path) into `dir`.
-fn write_keys(
-    dir: &Path,
-    data: &BTreeMap<String, Vec<u8>>,
-    items: Option<&Vec<KeyToPath>>,
+/// Writes `data` (all keys, or only `items` key→path) of a `source` of `volume` into `dir`.
+struct Keys<'a> {
+    volume: &'a str,
+    source: Source,
+    items: Option<&'a Vec<KeyToPath>>,
     default_mode: Option<i32>,
     optional: bool,
-) -> Result<()> {
+}
+
+fn write_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>, keys: &Keys<'_>) -> Result<()> {
+    let Keys {
+        volume,
+        source,
+        items,
+        default_mode,
+        optional,
+    } = *keys;
     match items {
         Some(items) if !items.is_empty() => {
             for item in items {
                 match data.get(&item.key) {
                     Some(v) => write_file(dir, &item.path, v, item.mode.or(default_mode))?,
                     None if optional => {}
-                    None => bail!("key {} not found", item.key),
+                    None => return Err(mount_error(volume, source.missing_key(&item.key))),
                 }
             }
         }
@@ -137,27 +201,33 @@ pub(crate) async fn materialize(
         let dir = pod_dir.join("volumes").join(&vol.name);
         if let Some(src) = &vol.secret {
             let name = src.secret_name.clone().unwrap_or_default();
-            let optional = src.optional.unwrap_or(false);
+            let keys = Keys {
+                volume: &vol.name,
+                source: Source::Secret,
+                items: src.items.as_ref(),
+                default_mode: src.default_mode,
+                optional: src.optional.unwrap_or(false),
+            };
             std::fs::create_dir_all(&dir)?;
             match lookup.secret(&name).await? {
-                Some(data) => {
-                    write_keys(&dir, &data, src.items.as_ref(), src.default_mode, optional)
-                        .with_context(|| format!("volume {}: secret {name}", vol.name))?
-                }
-                None if optional => {}
-                None => bail!("volume {}: secret {name} not found", vol.name),
+                Some(data) => write_keys(&dir, &data, &keys)?,
+                None if keys.optional => {}
+                None => return Err(mount_error(&vol.name, Source::Secret.missing(&name))),
             }
         } else if let Some(src) = &vol.config_map {
             let name = src.name.clone();
-            let optional = src.optional.unwrap_or(false);
+            let keys = Keys {
+                volume: &vol.name,
+                source: Source::ConfigMap,
+                items: src.items.as_ref(),
+                default_mode: src.default_mode,
+                optional: src.optional.unwrap_or(false),
+            };
             std::fs::create_dir_all(&dir)?;
             match lookup.config_map(&name).await? {
-                Some(data) => {
-                    write_keys(&dir, &data, src.items.as_ref(), src.default_mode, optional)
-                        .with_context(|| format!("volume {}: configmap {name}", vol.name))?
-                }
-                None if optional => {}
-                None => bail!("volume {}: configmap {name} not found", vol.name),
+                Some(data) => write_keys(&dir, &data, &keys)?,
+                None if keys.optional => {}
+                None => return Err(mount_error(&vol.name, Source::ConfigMap.missing(&name))),
             }
         } else if vol.empty_dir.is_some() {
             std::fs::create_dir_all(&dir)?;
@@ -192,17 +262,29 @@ pub(crate) async fn materialize(
                     write_file(&dir, &t.path, token.as_bytes(), src.default_mode)?;
                 }
                 if let Some(s) = &source.secret {
-                    let optional = s.optional.unwrap_or(false);
+                    let keys = Keys {
+                        volume: &vol.name,
+                        source: Source::Secret,
+                        items: s.items.as_ref(),
+                        default_mode: src.default_mode,
+                        optional: s.optional.unwrap_or(false),
+                    };
                     match lookup.secret(&s.name).await? {
-                        Some(data) => {
-                            write_keys(&dir, &data, s.items.as_ref(), src.default_mode, optional)?
+                        Some(data) => write_keys(&dir, &data, &keys)?,
+                        None if keys.optional => {}
+                        None => {
+                            return Err(mount_error(&vol.name, Source::Secret.missing(&s.name)));
                         }
-                        None if optional => {}
-                        None => bail!("volume {}: secret {} not found", vol.name, s.name),
                     }
                 }
                 if let Some(c) = &source.config_map {
-                    let optional = c.optional.unwrap_or(false);
+                    let keys = Keys {
+                        volume: &vol.name,
+                        source: Source::ConfigMap,
+                        items: c.items.as_ref(),
+                        default_mode: src.default_mode,
+                        optional: c.optional.unwrap_or(false),
+                    };
                     // kube-root-ca.crt is published by the controller manager; use our CA directly.
                     let data = if c.name == "kube-root-ca.crt" {
                         Some(BTreeMap::from([(
@@ -213,11 +295,11 @@ pub(crate) async fn materialize(
                         lookup.config_map(&c.name).await?
                     };
                     match data {
-                        Some(data) => {
-                            write_keys(&dir, &data, c.items.as_ref(), src.default_mode, optional)?
+                        Some(data) => write_keys(&dir, &data, &keys)?,
+                        None if keys.optional => {}
+                        None => {
+                            return Err(mount_error(&vol.name, Source::ConfigMap.missing(&c.name)));
                         }
-                        None if optional => {}
-                        None => bail!("volume {}: configmap {} not found", vol.name, c.name),
                     }
                 }
                 if let Some(d) = &source.downward_api {
