@@ -1,5 +1,6 @@
 //! An HTTP server on loopback serving source photos with chosen behaviours: healthy, flaky
-//! (503 for the first N requests), down (always 503), not an image, or slow.
+//! (503 for the first N requests), down (always 503), not an image, or slow; made reachable
+//! from the cluster's pods with [`SourceServer::start_in`] (its URLs are then in-cluster URLs).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use clothjob_testenv::Cluster;
+use clothjob_testenv::cluster::forward::Forward;
+
+use crate::harness::{expose, loopback_port};
 
 #[derive(Clone)]
 struct Shared {
@@ -21,10 +26,13 @@ struct Shared {
 
 /// A running source server.
 pub struct SourceServer {
-    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    /// Base URL, e.g. `http://127.0.0.1:PORT`, or `http://198.18.0.2:PORT` once exposed.
     pub base: String,
+    /// Where the test process reaches it: `http://127.0.0.1:PORT`.
+    pub local: String,
     hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    _forward: Option<Forward>,
 }
 
 impl SourceServer {
@@ -50,7 +58,30 @@ impl SourceServer {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { base, hits, task })
+        Ok(Self {
+            local: base.clone(),
+            base,
+            hits,
+            task,
+            _forward: None,
+        })
+    }
+
+    /// [`start`](Self::start)s one and makes it reachable from the pods of `cluster`: [`url`]
+    /// then gives in-cluster URLs (`http://198.18.0.2:PORT/...`).
+    ///
+    /// [`url`]: Self::url
+    pub async fn start_in(
+        cluster: &Cluster,
+        photo: Vec<u8>,
+        flaky_failures: usize,
+        slow: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut server = Self::start(photo, flaky_failures, slow).await?;
+        let (base, forward) = expose(cluster, loopback_port(&server.local)?)?;
+        server.base = base;
+        server._forward = Some(forward);
+        Ok(server)
     }
 
     /// URL of one of the files.

@@ -1,5 +1,5 @@
-//! End-to-end: the API contract on a real apiserver: schema and CEL validation at apply
-//! time, `kubectl explain`, and the runner's least-privilege RBAC.
+//! End-to-end: the API contract on the real node's apiserver: schema and CEL validation at
+//! apply time, `kubectl explain`, and the runner's least-privilege RBAC.
 
 use std::time::Duration;
 
@@ -128,11 +128,12 @@ async fn kubectl_explain_documents_the_spec() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_may_patch_clothjob_status_and_nothing_more() -> Result<()> {
     let case = Case::new("rbac").await?;
-    let src = SourceServer::start(tshirt_jpeg(200, 300)?, 0, Duration::ZERO).await?;
+    let src =
+        SourceServer::start_in(case.cluster(), tshirt_jpeg(200, 300)?, 0, Duration::ZERO).await?;
     let cj = format!(
-        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: perms}}\nspec:\n  source: {{url: '{}'}}\n  output: {{uri: '{}'}}\n  pipeline: {{backgroundRemoval: {{enabled: false}}, segmentation: {{enabled: false}}, expansion: {{enabled: false}}}}\n",
+        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: perms}}\nspec:\n  source: {{url: '{}'}}\n  output: {}\n  pipeline: {{backgroundRemoval: {{enabled: false}}, segmentation: {{enabled: false}}, expansion: {{enabled: false}}}}\n",
         src.url("photo.jpg"),
-        case.output_uri()
+        case.output()
     );
     case.create(&cj).await?;
     // The operator keeps the runner's service account in the namespace.

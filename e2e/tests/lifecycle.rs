@@ -1,4 +1,5 @@
-//! End-to-end: ClothJobs on a real control plane, from `kubectl apply` to outputs on disk.
+//! End-to-end: ClothJobs on the real node (the runner image in containerd on a real kubelet),
+//! from `kubectl apply` to outputs in S3.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
 
@@ -23,10 +24,17 @@ mod gemini;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// A ClothJob fetching `source_url`; `output` is `spec.output` as a flow mapping
+/// ([`Case::output`]).
 fn manifest(name: &str, source_url: &str, output: &str, extra: &str) -> String {
     format!(
-        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: {name}}}\nspec:\n  source: {{url: '{source_url}'}}\n  output: {{uri: '{output}'}}\n{extra}"
+        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: {name}}}\nspec:\n  source: {{url: '{source_url}'}}\n  output: {output}\n{extra}"
     )
+}
+
+/// A source server the case's pods reach.
+async fn source(case: &Case, photo: Vec<u8>, flaky: usize, slow: Duration) -> Result<SourceServer> {
+    SourceServer::start_in(case.cluster(), photo, flaky, slow).await
 }
 
 /// Records every progress value the ClothJob shows, in order.
@@ -70,14 +78,14 @@ async fn job_count(case: &Case) -> Result<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     let case = Case::new("succeeds").await?;
-    let src = SourceServer::start(tshirt_jpeg(600, 800)?, 0, Duration::ZERO).await?;
+    let src = source(&case, tshirt_jpeg(600, 800)?, 0, Duration::ZERO).await?;
     let api = case.clothjobs();
     let seen = record_progress(api.clone(), "tshirt");
     // kubectl apply returns at once.
     let path = case.dir.path().join("cj.yaml");
     std::fs::write(
         &path,
-        manifest("tshirt", &src.url("photo.jpg"), &case.output_uri(), ""),
+        manifest("tshirt", &src.url("photo.jpg"), &case.output(), ""),
     )?;
     let started = std::time::Instant::now();
     let out = case
@@ -103,7 +111,7 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
             &case.ns,
             "--for=condition=Complete",
             "clothjob/tshirt",
-            "--timeout=120s",
+            "--timeout=240s",
         ])
         .output()?;
     assert!(
@@ -121,7 +129,20 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     assert!(status.completion_time.is_some() && status.start_time.is_some());
 
     // Progress climbed through the weighted boundaries and never went back.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    clothjob_testenv::wait_for(
+        "the watch to see progress 100",
+        MINUTE,
+        Duration::from_millis(50),
+        || async {
+            Ok(seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(p, _)| *p == 100)
+                .then_some(()))
+        },
+    )
+    .await?;
     let seen = seen.lock().unwrap().clone();
     let values: Vec<i32> = seen.iter().map(|(p, _)| *p).collect();
     assert!(
@@ -166,9 +187,13 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
         ])
     );
     for o in &outputs {
-        let file = o.uri.strip_prefix("file://").context("file uri")?;
-        assert!(file.contains(&format!("/{}/tshirt/", case.ns)), "{}", o.uri);
-        let bytes = std::fs::read(file).with_context(|| o.uri.clone())?;
+        let prefix = format!("{}/{}/tshirt/", case.output_uri(), case.ns);
+        assert!(
+            o.uri.starts_with(&prefix),
+            "{} is not under {prefix}",
+            o.uri
+        );
+        let bytes = case.read_output(&o.uri)?;
         assert_eq!(bytes.len() as i64, o.bytes, "{}", o.name);
         assert_eq!(hex::encode(Sha256::digest(&bytes)), o.sha256, "{}", o.name);
         let img = image::load_from_memory(&bytes)?;
@@ -227,17 +252,34 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
         "{metrics}"
     );
     assert_eq!(job_count(&case).await?, 1);
+    // One runner pod, on the real node, from the runner image.
+    let pods = case.runner_pods("tshirt").await?;
+    assert_eq!(pods.len(), 1);
+    let pod = &pods[0];
+    assert_eq!(
+        pod.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(clothjob_testenv::cluster::NODE_NAME)
+    );
+    let cs = &pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(cs.image, clothjob_api::contract::DEFAULT_RUNNER_IMAGE);
+    assert_eq!(cs.restart_count, 0);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_is_retried_and_then_succeeds() -> Result<()> {
     let case = Case::new("retry").await?;
-    let src = SourceServer::start(tshirt_jpeg(300, 400)?, 1, Duration::ZERO).await?;
+    let src = source(&case, tshirt_jpeg(300, 400)?, 1, Duration::ZERO).await?;
     case.create(&manifest(
         "flaky",
         &src.url("flaky.jpg"),
-        &case.output_uri(),
+        &case.output(),
         "  retries: 2\n",
     ))
     .await?;
@@ -251,17 +293,19 @@ async fn a_transient_failure_is_retried_and_then_succeeds() -> Result<()> {
     let reasons = event_reasons(&case, "flaky").await?;
     assert!(reasons.iter().any(|r| r == "Retrying"), "{reasons:?}");
     assert_eq!(job_count(&case).await?, 1);
+    // Two attempts = two runner pods of the one Job.
+    assert_eq!(case.runner_pods("flaky").await?.len(), 2);
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_always_fails_transiently_fails_after_its_retries() -> Result<()> {
     let case = Case::new("exhaust").await?;
-    let src = SourceServer::start(Vec::new(), 0, Duration::ZERO).await?;
+    let src = source(&case, Vec::new(), 0, Duration::ZERO).await?;
     case.create(&manifest(
         "down",
         &src.url("down.jpg"),
-        &case.output_uri(),
+        &case.output(),
         "  retries: 1\n",
     ))
     .await?;
@@ -290,11 +334,11 @@ async fn a_job_that_always_fails_transiently_fails_after_its_retries() -> Result
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_input_fails_at_once_without_retry() -> Result<()> {
     let case = Case::new("badinput").await?;
-    let src = SourceServer::start(Vec::new(), 0, Duration::ZERO).await?;
+    let src = source(&case, Vec::new(), 0, Duration::ZERO).await?;
     case.create(&manifest(
         "notimage",
         &src.url("text.jpg"),
-        &case.output_uri(),
+        &case.output(),
         "  retries: 3\n",
     ))
     .await?;
@@ -329,21 +373,24 @@ async fn a_bad_input_fails_at_once_without_retry() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_restart_mid_job_loses_nothing() -> Result<()> {
     let mut case = Case::new("restart").await?;
-    let src = SourceServer::start(tshirt_jpeg(300, 400)?, 0, Duration::from_secs(6)).await?;
-    case.create(&manifest(
-        "slow",
-        &src.url("slow.jpg"),
-        &case.output_uri(),
-        "",
-    ))
-    .await?;
+    let src = source(&case, tshirt_jpeg(300, 400)?, 0, Duration::from_secs(6)).await?;
+    case.create(&manifest("slow", &src.url("slow.jpg"), &case.output(), ""))
+        .await?;
     let jobs: Api<Job> = Api::namespaced(case.client.clone(), &case.ns);
     clothjob_testenv::wait_for("the Job", MINUTE, Duration::from_millis(100), || async {
         Ok((!jobs.list(&ListParams::default()).await?.items.is_empty()).then_some(()))
     })
     .await?;
     case.operator.kill().await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The runner starts (and fetches the slow photo) while no operator runs.
+    clothjob_testenv::wait_for(
+        "the runner running without an operator",
+        2 * MINUTE,
+        Duration::from_millis(200),
+        || async { Ok((case.running_runners("slow").await? == 1).then_some(())) },
+    )
+    .await
+    .with_context(|| case.diagnostics())?;
     case.operator.restart().await?;
     case.operator.restart().await?;
     let cj = wait_condition(&case.clothjobs(), "slow", conditions::COMPLETE, 2 * MINUTE)
@@ -351,7 +398,8 @@ async fn an_operator_restart_mid_job_loses_nothing() -> Result<()> {
         .with_context(|| case.diagnostics())?;
     assert_eq!(cj.status.and_then(|s| s.attempts), Some(1));
     assert_eq!(job_count(&case).await?, 1);
-    assert_eq!(case.node.processes_started(), 1);
+    assert_eq!(case.runner_pods("slow").await?.len(), 1, "one runner pod");
+    assert_eq!(case.runner_starts("slow").await?, 1, "the runner ran once");
     // SIGTERM stops it cleanly.
     let status = case.operator.terminate().await?;
     assert!(status.success(), "operator exit: {status}");
@@ -361,37 +409,37 @@ async fn an_operator_restart_mid_job_loses_nothing() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_clothjob_removes_its_job_and_pods() -> Result<()> {
     let case = Case::new("delete").await?;
-    let src = SourceServer::start(tshirt_jpeg(300, 400)?, 0, Duration::from_secs(300)).await?;
+    let src = source(&case, tshirt_jpeg(300, 400)?, 0, Duration::from_secs(300)).await?;
     case.create(&manifest(
         "doomed",
         &src.url("slow.jpg"),
-        &case.output_uri(),
+        &case.output(),
         "",
     ))
     .await?;
     let pods: Api<Pod> = Api::namespaced(case.client.clone(), &case.ns);
     clothjob_testenv::wait_for(
         "a running runner",
-        MINUTE,
+        2 * MINUTE,
         Duration::from_millis(100),
-        || async { Ok((case.node.process_count() == 1).then_some(())) },
+        || async { Ok((case.running_runners("doomed").await? == 1).then_some(())) },
     )
-    .await?;
+    .await
+    .with_context(|| case.diagnostics())?;
     case.clothjobs()
         .delete("doomed", &DeleteParams::foreground())
         .await?;
+    // A pod object goes only once the kubelet has stopped its container (the runner, PID 1
+    // without a SIGTERM handler, is killed after the 30 s grace period).
     clothjob_testenv::wait_for(
         "Job and pods gone",
-        MINUTE,
+        2 * MINUTE,
         Duration::from_millis(200),
         || async {
             let pods_left = pods.list(&ListParams::default()).await?.items.len();
             let jobs_left = job_count(&case).await?;
             let cj_left = case.clothjobs().get_opt("doomed").await?.is_some();
-            Ok(
-                (pods_left == 0 && jobs_left == 0 && !cj_left && case.node.process_count() == 0)
-                    .then_some(()),
-            )
+            Ok((pods_left == 0 && jobs_left == 0 && !cj_left).then_some(()))
         },
     )
     .await
@@ -402,16 +450,18 @@ async fn deleting_a_running_clothjob_removes_its_job_and_pods() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_clothjob_is_deleted_after_its_ttl() -> Result<()> {
     let case = Case::new("ttl").await?;
-    let src = SourceServer::start(tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
+    let src = source(&case, tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
     let extra = "  ttlSecondsAfterFinished: 2\n  pipeline: {backgroundRemoval: {enabled: false}, segmentation: {enabled: false}, expansion: {enabled: false}}\n";
     case.create(&manifest(
         "short",
         &src.url("photo.jpg"),
-        &case.output_uri(),
+        &case.output(),
         extra,
     ))
     .await?;
-    let cj = wait_condition(&case.clothjobs(), "short", conditions::COMPLETE, MINUTE).await?;
+    let cj = wait_condition(&case.clothjobs(), "short", conditions::COMPLETE, 2 * MINUTE)
+        .await
+        .with_context(|| case.diagnostics())?;
     // Disabled stages were skipped, never reported done; only the original was written.
     let status = cj.status.context("status")?;
     let outputs: Vec<String> = status

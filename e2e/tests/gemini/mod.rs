@@ -1,6 +1,7 @@
 //! End-to-end: ClothJobs whose expansion runs on Gemini — a fake `generateContent` server
-//! on loopback — with the API key from a Secret that the fake node hands to the runner as
-//! `GEMINI_API_KEY`. A module of the `lifecycle` test binary (one binary less to link).
+//! on the host's loopback, exposed to the pods — with the API key from a Secret that the
+//! kubelet hands to the runner as `GEMINI_API_KEY`. A module of the `lifecycle` test binary
+//! (one binary less to link).
 
 #[path = "../../../backends/tests/support/mod.rs"]
 mod support;
@@ -9,14 +10,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clothjob_api::{StageState, conditions};
+use clothjob_e2e::harness::{expose, loopback_port};
 use clothjob_e2e::sample::tshirt_jpeg;
-use clothjob_e2e::source_server::SourceServer;
 use clothjob_e2e::{Case, wait_condition};
+use clothjob_testenv::cluster::forward::Forward;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 use support::gemini::{Behaviour, FakeGemini, ratio_colour};
 
-use super::{MINUTE, manifest};
+use super::{MINUTE, manifest, source};
 
 const SECRET_KEY: &str = "e2e-gemini-key-7f3a";
 
@@ -31,17 +33,23 @@ async fn create_gemini_job(case: &Case, name: &str, photo_url: &str, endpoint: &
     let pipeline = format!(
         "  retries: 2\n  pipeline:\n    expansion:\n      backend: gemini\n      background: '#F4F4F2'\n      gemini:\n        model: gemini-2.5-flash-image\n        apiKeySecretRef: {{name: gemini, key: api-key}}\n        endpoint: '{endpoint}'\n        prompt: Keep the stripes straight.\n        timeoutSeconds: 60\n"
     );
-    case.create(&manifest(name, photo_url, &case.output_uri(), &pipeline))
+    case.create(&manifest(name, photo_url, &case.output(), &pipeline))
         .await?;
     Ok(())
+}
+
+/// The fake's in-cluster endpoint and the forward to keep alive.
+fn exposed(case: &Case, fake: &FakeGemini) -> Result<(String, Forward)> {
+    expose(case.cluster(), loopback_port(&fake.endpoint())?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gemini_expansion_makes_the_catalog_images_with_the_secrets_key() -> Result<()> {
     let case = Case::new("gemini").await?;
-    let src = SourceServer::start(tshirt_jpeg(480, 640)?, 0, Duration::ZERO).await?;
+    let src = source(&case, tshirt_jpeg(480, 640)?, 0, Duration::ZERO).await?;
     let fake = FakeGemini::start(Behaviour::Image);
-    create_gemini_job(&case, "gem", &src.url("photo.jpg"), &fake.endpoint()).await?;
+    let (endpoint, _forward) = exposed(&case, &fake)?;
+    create_gemini_job(&case, "gem", &src.url("photo.jpg"), &endpoint).await?;
     let cj = wait_condition(&case.clothjobs(), "gem", conditions::COMPLETE, 2 * MINUTE)
         .await
         .with_context(|| case.diagnostics())?;
@@ -66,8 +74,7 @@ async fn gemini_expansion_makes_the_catalog_images_with_the_secrets_key() -> Res
             .find(|o| o.name == role)
             .with_context(|| format!("no {role} output"))?;
         assert_eq!((o.width, o.height), size, "{role}");
-        let file = o.uri.strip_prefix("file://").context("file uri")?;
-        let img = image::open(file)?.to_rgb8();
+        let img = image::load_from_memory(&case.read_output(&o.uri)?)?.to_rgb8();
         let colour = ratio_colour(ratio);
         let worst = img
             .pixels()
@@ -101,9 +108,10 @@ async fn gemini_expansion_makes_the_catalog_images_with_the_secrets_key() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_safety_blocked_gemini_job_fails_at_once_with_the_reason() -> Result<()> {
     let case = Case::new("gemblock").await?;
-    let src = SourceServer::start(tshirt_jpeg(480, 640)?, 0, Duration::ZERO).await?;
+    let src = source(&case, tshirt_jpeg(480, 640)?, 0, Duration::ZERO).await?;
     let fake = FakeGemini::start(Behaviour::Blocked("IMAGE_SAFETY"));
-    create_gemini_job(&case, "blocked", &src.url("photo.jpg"), &fake.endpoint()).await?;
+    let (endpoint, _forward) = exposed(&case, &fake)?;
+    create_gemini_job(&case, "blocked", &src.url("photo.jpg"), &endpoint).await?;
     let cj = wait_condition(&case.clothjobs(), "blocked", conditions::FAILED, 2 * MINUTE)
         .await
         .with_context(|| case.diagnostics())?;
