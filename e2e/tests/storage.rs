@@ -1,5 +1,5 @@
-//! End-to-end: sources and outputs in an S3-compatible store (s3s-fs on loopback) and a
-//! source held in a Secret.
+//! End-to-end on the real node: sources and outputs in an S3-compatible store (s3s-fs on the
+//! host, exposed to the pods) and a source held in a Secret, mounted by the kubelet.
 
 use std::time::Duration;
 
@@ -9,28 +9,19 @@ use base64::prelude::BASE64_STANDARD;
 use clothjob_api::conditions;
 use clothjob_e2e::sample::tshirt_jpeg;
 use clothjob_e2e::{Case, wait_condition};
-use clothjob_testenv::S3Server;
 use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_source_and_outputs() -> Result<()> {
+    // The case's bucket and its `s3-creds` Secret (endpoint http://198.18.0.2:9000).
     let case = Case::new("s3").await?;
-    let s3 = S3Server::start(case.dir.path().join("s3")).await?;
-    let bucket = s3.create_bucket("closet")?;
-    std::fs::create_dir_all(bucket.join("uploads"))?;
-    std::fs::write(bucket.join("uploads/tshirt.jpg"), tshirt_jpeg(400, 500)?)?;
-    let secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: s3-creds, namespace: {}}}\nstringData:\n  AWS_ACCESS_KEY_ID: {}\n  AWS_SECRET_ACCESS_KEY: {}\n  AWS_REGION: {}\n  AWS_ENDPOINT: {}\n  AWS_ALLOW_HTTP: 'true'\n",
-        case.ns,
-        s3.access_key(),
-        s3.secret_key(),
-        s3.region(),
-        s3.endpoint()
-    );
-    case.cp.apply_yaml(&secret).await?;
-    case.create(
-        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {name: from-s3}\nspec:\n  source: {uri: 's3://closet/uploads/tshirt.jpg'}\n  output: {uri: 's3://closet/catalog/', credentialsSecretName: s3-creds}\n",
-    )
+    let bucket = &case.bucket;
+    let upload = case.s3_path(&format!("s3://{bucket}/uploads/tshirt.jpg"))?;
+    std::fs::create_dir_all(upload.parent().context("upload dir")?)?;
+    std::fs::write(&upload, tshirt_jpeg(400, 500)?)?;
+    case.create(&format!(
+        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: from-s3}}\nspec:\n  source: {{uri: 's3://{bucket}/uploads/tshirt.jpg'}}\n  output: {{uri: 's3://{bucket}/catalog/', credentialsSecretName: s3-creds}}\n",
+    ))
     .await?;
     let cj = wait_condition(
         &case.clothjobs(),
@@ -43,12 +34,15 @@ async fn s3_source_and_outputs() -> Result<()> {
     let outputs = cj.status.and_then(|s| s.outputs).unwrap_or_default();
     assert_eq!(outputs.len(), 7);
     for o in outputs {
-        let key = o.uri.strip_prefix("s3://closet/").context("s3 uri")?;
+        let key = o
+            .uri
+            .strip_prefix(&format!("s3://{bucket}/"))
+            .context("s3 uri")?;
         assert!(
             key.starts_with(&format!("catalog/{}/from-s3/", case.ns)),
             "{key}"
         );
-        let bytes = std::fs::read(bucket.join(key)).with_context(|| o.uri.clone())?;
+        let bytes = case.read_output(&o.uri)?;
         assert_eq!(hex::encode(Sha256::digest(&bytes)), o.sha256);
     }
     Ok(())
@@ -65,8 +59,8 @@ async fn a_source_in_a_secret_is_mounted_for_the_runner() -> Result<()> {
     });
     case.cp.apply_yaml(&serde_json::to_string(&secret)?).await?;
     let cj = format!(
-        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: from-secret}}\nspec:\n  source: {{secretRef: {{name: photos, key: shirt.jpg}}}}\n  output: {{uri: '{}'}}\n  pipeline: {{expansion: {{enabled: false}}}}\n",
-        case.output_uri()
+        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: from-secret}}\nspec:\n  source: {{secretRef: {{name: photos, key: shirt.jpg}}}}\n  output: {}\n  pipeline: {{expansion: {{enabled: false}}}}\n",
+        case.output()
     );
     case.create(&cj).await?;
     let cj = wait_condition(
@@ -85,5 +79,8 @@ async fn a_source_in_a_secret_is_mounted_for_the_runner() -> Result<()> {
         .find(|o| o.name == "original")
         .context("original")?;
     assert_eq!((original.width, original.height), (300, 400));
+    // The original written to S3 is the Secret's photo.
+    let bytes = case.read_output(&original.uri)?;
+    assert_eq!(hex::encode(Sha256::digest(&bytes)), original.sha256);
     Ok(())
 }
