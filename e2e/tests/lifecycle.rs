@@ -70,6 +70,24 @@ async fn event_reasons(case: &Case, name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Waits until the ClothJob has Events with each of `reasons` (the operator records an Event
+/// after the status it is about, so it may lag the condition a test waited for).
+async fn wait_events(case: &Case, name: &str, reasons: &[&str]) -> Result<Vec<String>> {
+    clothjob_testenv::wait_for(
+        &format!("Events {reasons:?} of {name}"),
+        MINUTE,
+        Duration::from_millis(200),
+        || async {
+            let seen = event_reasons(case, name).await?;
+            Ok(reasons
+                .iter()
+                .all(|r| seen.iter().any(|s| s == r))
+                .then_some(seen))
+        },
+    )
+    .await
+}
+
 async fn job_count(case: &Case) -> Result<usize> {
     let jobs: Api<Job> = Api::namespaced(case.client.clone(), &case.ns);
     Ok(jobs.list(&ListParams::default()).await?.items.len())
@@ -216,13 +234,7 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     assert!(serde_json::to_vec(&cj)?.len() < 16 * 1024);
 
     // Events: Started, StageCompleted, Succeeded.
-    let reasons = event_reasons(&case, "tshirt").await?;
-    for r in ["Started", "StageCompleted", "Succeeded"] {
-        assert!(
-            reasons.iter().any(|x| x == r),
-            "no {r} event in {reasons:?}"
-        );
-    }
+    wait_events(&case, "tshirt", &["Started", "StageCompleted", "Succeeded"]).await?;
 
     // kubectl get shows the printer columns; explain documents the spec.
     let get = case
@@ -290,8 +302,7 @@ async fn a_transient_failure_is_retried_and_then_succeeds() -> Result<()> {
     assert_eq!(status.attempts, Some(2));
     assert_eq!(status.progress, Some(100));
     assert_eq!(src.hits(), 2);
-    let reasons = event_reasons(&case, "flaky").await?;
-    assert!(reasons.iter().any(|r| r == "Retrying"), "{reasons:?}");
+    wait_events(&case, "flaky", &["Retrying"]).await?;
     assert_eq!(job_count(&case).await?, 1);
     // Two attempts = two runner pods of the one Job.
     assert_eq!(case.runner_pods("flaky").await?.len(), 2);
@@ -326,8 +337,7 @@ async fn a_job_that_always_fails_transiently_fails_after_its_retries() -> Result
     assert_eq!(failed.reason, "RetriesExhausted");
     assert!(failed.message.contains("503"));
     assert_eq!(src.hits(), 2);
-    let reasons = event_reasons(&case, "down").await?;
-    assert!(reasons.iter().any(|r| r == "Failed"), "{reasons:?}");
+    wait_events(&case, "down", &["Failed"]).await?;
     Ok(())
 }
 
