@@ -223,6 +223,15 @@ impl RemoteRemover {
                 self.endpoint,
                 chain(e)
             )
+        } else if e.is_body() && chain(e).contains("receiver is gone") {
+            // The blocking client streams the multipart body from another thread: when the
+            // connection fails first, that thread's error can win the race over the
+            // connect error.
+            format!(
+                "cannot connect to the rembg server at {} (the connection ended before the photo was sent): {}",
+                self.endpoint,
+                chain(e)
+            )
         } else {
             format!(
                 "request to the rembg server at {} failed: {}",

@@ -241,10 +241,11 @@ pub fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// `host:port` on a loopback address no test server binds (they all bind 127.0.0.1), so
-/// a connection is refused even when the port is recycled for a server of another test.
+/// `host:port` that refuses every connection: port 0 on a loopback address no test server
+/// binds. Nothing can listen on port 0 (a wildcard listener of another process on a recycled
+/// port once accepted the connection this test expected to be refused).
 pub fn refused_address() -> String {
-    format!("127.45.0.1:{}", closed_port())
+    "127.45.0.1:0".to_string()
 }
 
 /// The parts of a multipart/form-data body: (name, bytes).
