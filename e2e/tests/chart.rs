@@ -58,7 +58,24 @@ fn template(extra: &[&str]) -> Result<String> {
 
 /// The rendered objects.
 fn objects(extra: &[&str]) -> Result<Vec<Value>> {
-    docs(&template(extra)?)
+    // The release's objects: without the `helm test` hooks (checkov sees those too).
+    let mut args = vec!["--skip-tests"];
+    args.extend_from_slice(extra);
+    docs(&template(&args)?)
+}
+
+#[test]
+fn helm_test_hooks_are_a_smoke_test_pod_with_a_narrow_role() {
+    let objs = docs(&template(&[]).unwrap()).unwrap();
+    let pods = of_kind(&objs, "Pod");
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0]["metadata"]["annotations"]["helm.sh/hook"], "test");
+    assert_eq!(pods[0]["spec"]["containers"][0]["args"][0], "smoke-test");
+    let roles = of_kind(&objs, "Role");
+    assert_eq!(roles.len(), 1);
+    let rules = serde_yaml::to_string(&roles[0]["rules"]).unwrap();
+    assert!(rules.contains("clothjobs"), "{rules}");
+    assert!(!rules.contains("secrets"), "{rules}");
 }
 
 /// The documents of helm's output (separated by `---` lines), without empty ones.
