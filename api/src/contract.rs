@@ -13,8 +13,22 @@ pub const ENV_POD_NAME: &str = "POD_NAME";
 /// The runner exits with this code when the input can never succeed (not an image, too large,
 /// unsupported source): the Job's podFailurePolicy fails the Job at once instead of retrying.
 pub const EXIT_BAD_INPUT: i32 = 42;
+/// The runner exits with this code when the ClothJob's spec can never work (a missing model
+/// file, an option the backend rejects, a missing key): the Job fails at once, reason
+/// `InvalidSpec`.
+pub const EXIT_INVALID_SPEC: i32 = 43;
 /// The runner exits with this code on failures worth retrying (network, object store, apiserver).
 pub const EXIT_TRANSIENT: i32 = 75;
+
+/// Env var: the networks and hosts the runner may reach although they are not public
+/// (comma-separated CIDRs such as `127.0.0.0/8` and host names), from the operator's
+/// `--allowed-networks`. Unset: only public addresses.
+pub const ENV_ALLOWED_NETWORKS: &str = "CLOTHJOB_ALLOWED_NETWORKS";
+/// Env var: the directory the runner may use for scratch files (an emptyDir; the root
+/// filesystem is read-only).
+pub const ENV_SCRATCH_DIR: &str = "CLOTHJOB_SCRATCH_DIR";
+/// Prefix of the per-job runner service accounts (the rest is the Job's name).
+pub const RUNNER_SA_PREFIX: &str = "clothjob-runner-";
 
 /// Server-side apply field manager of the operator (lifecycle fields of the status).
 pub const OPERATOR_MANAGER: &str = "clothjob-operator";
