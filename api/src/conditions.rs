@@ -8,6 +8,10 @@ pub const RUNNING: &str = "Running";
 pub const COMPLETE: &str = "Complete";
 /// Condition type: the job gave up.
 pub const FAILED: &str = "Failed";
+/// Condition type: the job is waiting for a runner pod that has not started (True while
+/// waiting, with the kubelet's or the Job controller's reason, such as ErrImagePull,
+/// ImagePullBackOff, CreateContainerConfigError, Unschedulable or FailedCreate).
+pub const WAITING: &str = "Waiting";
 
 /// The condition of the given type, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {

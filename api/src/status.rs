@@ -5,11 +5,35 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The status fields the operator writes (with its field manager); a runner may not change them.
+pub const OPERATOR_FIELDS: &[&str] = &[
+    "observedGeneration",
+    "conditions",
+    "phase",
+    "attempts",
+    "jobName",
+    "jobUid",
+    "message",
+    "reason",
+    "startTime",
+    "completionTime",
+    "announcedStages",
+];
+
+/// The status fields the runner writes (with its field manager).
+pub const RUNNER_FIELDS: &[&str] = &[
+    "progress",
+    "stage",
+    "stages",
+    "outputs",
+    "regions",
+    "runnerFailure",
+];
+
 /// Observed state of a ClothJob.
 ///
-/// The operator owns `observedGeneration`, `conditions`, `phase`, `attempts`, `jobName`,
-/// `message`, `reason`, `startTime` and `completionTime`; the runner owns `progress`,
-/// `stage`, `stages`, `outputs` and `regions`.
+/// The operator owns the fields in [`OPERATOR_FIELDS`]; the runner owns those in
+/// [`RUNNER_FIELDS`].
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClothJobStatus {
@@ -49,6 +73,17 @@ pub struct ClothJobStatus {
     /// Name of the Kubernetes Job running this ClothJob.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_name: Option<String>,
+
+    /// uid of the Job the operator created for this ClothJob. A Job of that name with another
+    /// uid, or none once this is set, means the Job was deleted by someone else: the ClothJob
+    /// fails (reason JobDeleted) instead of running again beside pods that may still run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_uid: Option<String>,
+
+    /// Stage completions of the current attempt already announced as Events
+    /// (`<attempt>/<stage>`), so an operator restart does not announce them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced_stages: Option<Vec<String>>,
 
     /// The output images (locations and metadata, never image bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,4 +238,48 @@ fn conditions_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Sch
         serde_json::json!(["type"]),
     );
     schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_field_has_exactly_one_writer() {
+        let t = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let full = ClothJobStatus {
+            observed_generation: Some(1),
+            conditions: Some(vec![]),
+            phase: Some(Phase::Running),
+            progress: Some(1),
+            stage: Some("x".into()),
+            stages: Some(vec![]),
+            attempts: Some(1),
+            job_name: Some("j".into()),
+            job_uid: Some("u".into()),
+            announced_stages: Some(vec![]),
+            outputs: Some(vec![]),
+            regions: Some(vec![]),
+            message: Some("m".into()),
+            reason: Some("r".into()),
+            start_time: Some(t.clone()),
+            completion_time: Some(t),
+            runner_failure: Some(RunnerFailure::default()),
+        };
+        let value = serde_json::to_value(&full).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        let mut owned: Vec<&str> = OPERATOR_FIELDS
+            .iter()
+            .chain(RUNNER_FIELDS)
+            .copied()
+            .collect();
+        owned.sort_unstable();
+        assert_eq!(keys, owned);
+    }
 }
