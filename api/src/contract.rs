@@ -52,5 +52,3 @@ pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/closetconnect/clothjob-runner:0.
 pub const DEFAULT_RUNNER_SERVICE_ACCOUNT: &str = "clothjob-runner";
 /// Path the runner writes its termination message to.
 pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
-/// Env var overriding where the runner writes its termination message (tests, local runs).
-pub const ENV_TERMINATION_MESSAGE_PATH: &str = "CLOTHJOB_TERMINATION_MESSAGE_PATH";

@@ -26,5 +26,6 @@ pub use remover::U2NetRemover;
 pub use runtime::{DYLIB_ENV, THREADS_ENV, init_runtime};
 pub use segmenter::{CLOTH_SEG_CLASSES, OnnxSegmenter};
 pub use source::{
-    CACHE_ENV, FetchLimits, ResolveModelError, default_cache_dir, resolve_model, resolve_model_with,
+    CACHE_ENV, FetchLimits, ResolveModelError, SCRATCH_ENV, default_cache_dir, resolve_model,
+    resolve_model_with,
 };

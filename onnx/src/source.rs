@@ -143,12 +143,26 @@ impl ResolveModelError {
     }
 }
 
+/// The environment variable naming the runner's scratch directory (an emptyDir in the pod,
+/// whose root filesystem is read-only); the same name as the API contract's
+/// `ENV_SCRATCH_DIR`.
+pub const SCRATCH_ENV: &str = "CLOTHJOB_SCRATCH_DIR";
+
 /// The model cache directory: `CLOTHJOB_MODEL_CACHE`, else
+/// `$CLOTHJOB_SCRATCH_DIR/models` (in a runner pod: the writable scratch volume), else
 /// `$XDG_CACHE_HOME/clothjob/models`, else `~/.cache/clothjob/models`.
 pub fn default_cache_dir() -> PathBuf {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    cache_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`default_cache_dir`] over the environment `var` gives (pure, for tests).
+fn cache_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
     if let Some(dir) = var(CACHE_ENV) {
         return PathBuf::from(dir);
+    }
+    if let Some(dir) = var(SCRATCH_ENV) {
+        return PathBuf::from(dir).join("models");
     }
     let base = var("XDG_CACHE_HOME").map_or_else(
         || {
@@ -466,6 +480,40 @@ mod tests {
             )
         );
         assert!(parse_uri("").is_err());
+    }
+
+    #[test]
+    fn the_cache_is_the_named_dir_else_under_scratch_else_the_user_cache() {
+        fn env<'a>(
+            pairs: &'a [(&'a str, &'a str)],
+        ) -> impl Fn(&str) -> Option<std::ffi::OsString> + 'a {
+            move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        }
+        let all = [
+            (CACHE_ENV, "/cache"),
+            (SCRATCH_ENV, "/tmp"),
+            ("XDG_CACHE_HOME", "/xdg"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(cache_dir_from(env(&all)), Path::new("/cache"));
+        assert_eq!(cache_dir_from(env(&all[1..])), Path::new("/tmp/models"));
+        assert_eq!(
+            cache_dir_from(env(&[(CACHE_ENV, ""), (SCRATCH_ENV, "/scratch")])),
+            Path::new("/scratch/models")
+        );
+        assert_eq!(
+            cache_dir_from(env(&all[2..])),
+            Path::new("/xdg/clothjob/models")
+        );
+        assert_eq!(
+            cache_dir_from(env(&all[3..])),
+            Path::new("/home/u/.cache/clothjob/models")
+        );
     }
 
     #[test]

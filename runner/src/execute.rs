@@ -129,7 +129,7 @@ pub async fn execute(plan: &Plan, tx: UnboundedSender<Update>) -> Result<Finishe
             let failure = RunnerFailure {
                 reason: e.category().to_string(),
                 message: e.to_string(),
-                retryable: !e.is_bad_input(),
+                retryable: e.is_retryable(),
             };
             sink.change(true, |s| s.failed(failure));
             Err(e)

@@ -1,25 +1,39 @@
 //! `clothjob-runner run`: the runner inside a Job's pod. Learns its ClothJob from the
 //! environment, runs the plan, writes progress to the status and exits with a code the
-//! Job's podFailurePolicy understands.
+//! Job's podFailurePolicy understands: 0 only once the final status (with the outputs) is
+//! written; [`contract::EXIT_BAD_INPUT`] / [`contract::EXIT_INVALID_SPEC`] fail the Job at
+//! once; [`contract::EXIT_TRANSIENT`] is retried. SIGTERM and SIGINT stop the run at once
+//! (the pipeline's worker thread is not waited for): a best-effort `Interrupted` failure is
+//! written within a few seconds and the runner exits with the transient code.
 
+use std::io::Write as _;
+use std::path::Path;
 use std::time::Duration;
 
-use clothjob_api::{ClothJob, contract};
+use clothjob_api::{ClothJob, RunnerFailure, contract};
 use clothjob_pipeline::Limits;
-use kube::{Api, Client};
+use kube::Client;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc::unbounded_channel;
+use tokio::task::JoinHandle;
 
 use crate::error::RunError;
 use crate::execute::{Plan, execute};
 use crate::options::{
     gemini, gemini_api_key_from_env, onnx_models, pipeline_options, remote_remover,
 };
+use crate::progress::RunState;
 use crate::source::SourceLocation;
-use crate::store::output_uri;
-use crate::writer::write_updates;
+use crate::store::output_dir;
+use crate::writer::{ApiCallError, Backoff, Latest, StatusTarget, write_updates};
 
 /// Env var naming the file of a Secret or ConfigMap source (set by the operator).
 pub const ENV_SOURCE_FILE: &str = "CLOTHJOB_SOURCE_FILE";
+
+/// How long an interrupted runner spends on its last status write.
+const INTERRUPTED_WRITE: Duration = Duration::from_secs(5);
+/// At most one progress write per this interval within a stage.
+const WRITE_INTERVAL: Duration = Duration::from_millis(500);
 
 fn env(name: &str) -> Result<String, RunError> {
     std::env::var(name)
@@ -41,55 +55,171 @@ pub fn source_location(cj: &ClothJob) -> Result<SourceLocation, RunError> {
     Err(RunError::Config("spec.source names no source".into()))
 }
 
-/// Runs the job and returns the process exit code.
-pub async fn run_in_pod() -> i32 {
-    match run().await {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!(error = %e, category = e.category(), "run failed");
-            write_termination_message(&format!("{}: {e}", e.category()));
-            e.exit_code()
+/// SIGTERM and SIGINT, listened to from the start (before any work).
+struct Shutdown {
+    term: Option<Signal>,
+    int: Option<Signal>,
+}
+
+impl Shutdown {
+    fn install() -> Self {
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(error = %e, signal = name, "cannot listen for the signal");
+                None
+            }
+        };
+        Self {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            int: listen(SignalKind::interrupt(), "SIGINT"),
+        }
+    }
+
+    /// The name of the first signal received.
+    async fn recv(&mut self) -> &'static str {
+        async fn one(s: &mut Option<Signal>) -> Option<()> {
+            match s {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            Some(()) = one(&mut self.term) => "SIGTERM",
+            Some(()) = one(&mut self.int) => "SIGINT",
+            else => std::future::pending().await,
         }
     }
 }
 
-async fn run() -> Result<(), RunError> {
-    let namespace = env(contract::ENV_NAMESPACE)?;
-    let name = env(contract::ENV_NAME)?;
-    let uid = env(contract::ENV_UID)?;
-    let client = Client::try_default().await?;
-    let api: Api<ClothJob> = Api::namespaced(client, &namespace);
-    let cj = api
-        .get_opt(&name)
-        .await?
-        .ok_or_else(|| RunError::Gone(format!("{namespace}/{name} no longer exists")))?;
-    if cj.metadata.uid.as_deref() != Some(uid.as_str()) {
-        return Err(RunError::Gone(format!(
-            "{namespace}/{name} was replaced by a new object"
-        )));
+/// The ClothJob this pod works for, and what a run leaves behind for an interruption.
+struct Session {
+    target: StatusTarget,
+    namespace: String,
+    latest: Latest,
+    writer: Option<JoinHandle<Result<usize, ApiCallError>>>,
+}
+
+impl Session {
+    async fn from_env() -> Result<Self, RunError> {
+        let namespace = env(contract::ENV_NAMESPACE)?;
+        let name = env(contract::ENV_NAME)?;
+        let uid = env(contract::ENV_UID)?;
+        let client = Client::try_default().await?;
+        Ok(Self {
+            target: StatusTarget::new(kube::Api::namespaced(client, &namespace), name, uid),
+            namespace,
+            latest: Latest::default(),
+            writer: None,
+        })
     }
+
+    /// Stops the status writer (an interrupted run's writer must not write after the last
+    /// word).
+    async fn stop_writer(&mut self) {
+        if let Some(w) = self.writer.take()
+            && !w.is_finished()
+        {
+            w.abort();
+            let _ = w.await;
+        }
+    }
+}
+
+/// Runs the job and returns the process exit code.
+pub async fn run_in_pod() -> i32 {
+    let mut shutdown = Shutdown::install();
+    let mut session = match Session::from_env().await {
+        Ok(s) => s,
+        Err(e) => return finish(&e),
+    };
+    let outcome = tokio::select! {
+        r = run(&mut session) => r,
+        sig = shutdown.recv() => Err(RunError::Interrupted(sig)),
+    };
+    session.stop_writer().await;
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            if matches!(e, RunError::Interrupted(_)) {
+                record_interruption(&session, &e).await;
+            }
+            finish(&e)
+        }
+    }
+}
+
+/// Logs `e`, writes the termination message and returns the exit code.
+fn finish(e: &RunError) -> i32 {
+    tracing::error!(error = %e, category = e.category(), "run failed");
+    write_termination_message(&e.termination_message());
+    e.exit_code()
+}
+
+/// The last word of an interrupted run: the latest state, failed as `Interrupted`, written
+/// best effort within [`INTERRUPTED_WRITE`].
+async fn record_interruption(session: &Session, e: &RunError) {
+    let mut state = session.latest.get().unwrap_or_else(RunState::new);
+    state.failed(RunnerFailure {
+        reason: e.category().to_string(),
+        message: e.to_string(),
+        retryable: true,
+    });
+    let status = state.to_status();
+    let write = session.target.apply_retrying(&status, Backoff::INTERRUPTED);
+    match tokio::time::timeout(INTERRUPTED_WRITE, write).await {
+        Ok(Ok(())) => tracing::info!("recorded the interruption in the status"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "could not record the interruption"),
+        Err(_) => tracing::warn!("could not record the interruption in time"),
+    }
+}
+
+async fn run(session: &mut Session) -> Result<(), RunError> {
+    let cj = session.target.read(Backoff::MUST_LAND).await?;
+    let namespace = session.namespace.clone();
+    let name = session.target.name().to_string();
+    let uid = session.target.uid().to_string();
     let plan = Plan {
         source: source_location(&cj)?,
         options: pipeline_options(&cj.spec.pipeline, &cj.spec.output)?,
         limits: Limits::default(),
-        output_dir: output_uri(&cj.spec.output.uri, &namespace, &name, ""),
+        output_dir: output_dir(&cj.spec.output.uri, &namespace, &name, &uid),
         fetch_timeout: Duration::from_secs(120),
         remote_remover: remote_remover(&cj.spec.pipeline),
         gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
         onnx: onnx_models(&cj.spec.pipeline)?,
     };
-    tracing::info!(%namespace, %name, output = %plan.output_dir, "running");
+    tracing::info!(%namespace, %name, %uid, output = %plan.output_dir, "running");
     let (tx, rx) = unbounded_channel();
-    let writer = tokio::spawn(write_updates(api, name, rx, Duration::from_millis(500)));
-    let result = execute(&plan, tx).await;
-    // The channel is closed once `execute` returns; the writer flushes the final state.
-    match writer.await {
-        Ok(Ok(writes)) => tracing::info!(writes, "status writes"),
-        Ok(Err(e)) if result.is_ok() => return Err(RunError::Kube(e)),
-        Ok(Err(e)) => tracing::warn!(error = %e, "final status write failed"),
-        Err(e) => tracing::warn!(error = %e, "status writer task"),
-    }
-    let finished = result?;
+    let writer = session.writer.insert(tokio::spawn(write_updates(
+        session.target.clone(),
+        rx,
+        WRITE_INTERVAL,
+        session.latest.clone(),
+    )));
+    // The first update `execute` sends is a fresh state: it resets what an earlier attempt
+    // left in the status (progress, stages, outputs, runnerFailure).
+    let result = tokio::select! {
+        r = execute(&plan, tx) => r,
+        // The writer only stops early when a status write failed for good.
+        w = &mut *writer => return Err(writer_failure(w)),
+    };
+    // The channel is closed once `execute` returns; the writer writes the final state.
+    let written = writer.await;
+    session.writer = None;
+    let finished = match (result, written) {
+        (Ok(f), Ok(Ok(writes))) => {
+            tracing::info!(writes, "status writes");
+            f
+        }
+        // The outputs are stored but not listed in the status: not done.
+        (Ok(_), w) => return Err(writer_failure(w)),
+        (Err(e), Ok(Ok(_))) => return Err(e),
+        (Err(e), w) => {
+            tracing::warn!(error = %writer_failure(w), "the final status write failed too");
+            return Err(e);
+        }
+    };
     for (stage, d) in finished
         .output
         .stages
@@ -102,15 +232,67 @@ async fn run() -> Result<(), RunError> {
     Ok(())
 }
 
-/// Writes the termination message the kubelet hands to the pod status (capped at 4 KiB).
+/// The error of a writer that stopped (or should have written but did not).
+fn writer_failure(w: Result<Result<usize, ApiCallError>, tokio::task::JoinError>) -> RunError {
+    match w {
+        Ok(Err(e)) => e.into(),
+        Ok(Ok(_)) => RunError::Worker("the status writer stopped before the run ended".into()),
+        Err(e) => RunError::Worker(format!("status writer: {e}")),
+    }
+}
+
+/// Writes the termination message the kubelet hands to the pod status (capped at 4 KiB) to
+/// [`contract::TERMINATION_MESSAGE_PATH`].
 fn write_termination_message(msg: &str) {
-    let path = std::env::var(contract::ENV_TERMINATION_MESSAGE_PATH)
-        .unwrap_or_else(|_| contract::TERMINATION_MESSAGE_PATH.to_string());
+    write_termination_message_to(Path::new(contract::TERMINATION_MESSAGE_PATH), msg);
+}
+
+/// Writes `msg` (cut to 4000 bytes) into the existing file `path`. The kubelet mounts that
+/// file into the container; where there is none (a local run) nothing is created: the
+/// runner writes nowhere but its scratch directory and its outputs.
+fn write_termination_message_to(path: &Path, msg: &str) {
     let mut end = msg.len().min(4000);
     while !msg.is_char_boundary(end) {
         end -= 1;
     }
-    if let Err(e) = std::fs::write(&path, &msg[..end]) {
-        tracing::debug!(error = %e, %path, "no termination message file");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(&msg.as_bytes()[..end]));
+    if let Err(e) = written {
+        tracing::debug!(error = %e, path = %path.display(), "no termination message written");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_termination_message_goes_into_the_existing_file_cut_to_4000_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("termination-log");
+        std::fs::write(&path, "an older, longer message").unwrap();
+        write_termination_message_to(&path, "Transient: x");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "Transient: x");
+        let long = format!("BadInput: {}", "é".repeat(3000));
+        write_termination_message_to(&path, &long);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() <= 4000 && text.len() >= 3998, "{}", text.len());
+        assert!(long.starts_with(&text));
+    }
+
+    #[test]
+    fn the_model_cache_follows_the_scratch_dir_of_the_contract() {
+        assert_eq!(clothjob_onnx::SCRATCH_ENV, contract::ENV_SCRATCH_DIR);
+    }
+
+    #[test]
+    fn no_termination_message_file_is_created_where_there_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("termination-log");
+        write_termination_message_to(&path, "Transient: x");
+        assert!(!path.exists());
     }
 }

@@ -116,8 +116,9 @@ impl RunState {
         self.advance(100);
     }
 
-    /// The run failed in whatever stage was running.
+    /// The run failed in whatever stage was running. A failed attempt lists no outputs.
     pub fn failed(&mut self, failure: RunnerFailure) {
+        self.outputs.clear();
         for e in self
             .stages
             .iter_mut()
@@ -130,14 +131,20 @@ impl RunState {
         self.failure = Some(failure);
     }
 
-    /// The runner-owned fields of the status.
+    /// The runner-owned fields of the status. Empty lists and a missing failure are left
+    /// out, so that a server-side apply with the runner's field manager removes what an
+    /// earlier attempt wrote there: the first write of an attempt (a fresh [`RunState`])
+    /// resets progress, stages, outputs, regions and the runner failure.
     pub fn to_status(&self) -> ClothJobStatus {
+        fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
+            (!v.is_empty()).then(|| v.to_vec())
+        }
         ClothJobStatus {
             progress: Some(i32::from(self.progress)),
             stage: Some(self.stage.clone()),
             stages: Some(self.stages.clone()),
-            outputs: Some(self.outputs.clone()),
-            regions: Some(self.regions.clone()),
+            outputs: non_empty(&self.outputs),
+            regions: non_empty(&self.regions),
             runner_failure: self.failure.clone(),
             ..Default::default()
         }
@@ -271,5 +278,39 @@ mod tests {
         assert_eq!(s.stages[0].state, StageState::Failed);
         assert_eq!(s.stage, "failed");
         assert_eq!(s.to_status().runner_failure.unwrap().reason, "BadInput");
+    }
+
+    #[test]
+    fn a_fresh_attempt_writes_no_outputs_regions_or_failure() {
+        let st = RunState::new().to_status();
+        assert_eq!(st.progress, Some(0));
+        assert_eq!(st.stage.as_deref(), Some("fetching"));
+        let stages = st.stages.clone().unwrap();
+        assert_eq!(stages.len(), Stage::ALL.len());
+        assert!(stages.iter().all(|e| e.state == StageState::Pending));
+        assert_eq!(
+            (st.outputs, st.regions, st.runner_failure),
+            (None, None, None)
+        );
+        let json = serde_json::to_value(RunState::new().to_status()).unwrap();
+        for field in ["outputs", "regions", "runnerFailure"] {
+            assert!(json.get(field).is_none(), "{field} in {json}");
+        }
+    }
+
+    #[test]
+    fn a_failed_attempt_lists_no_outputs() {
+        let mut s = RunState::new();
+        s.outputs.push(OutputStatus {
+            name: "cutout".into(),
+            ..Default::default()
+        });
+        s.failed(RunnerFailure {
+            reason: "Interrupted".into(),
+            message: "interrupted by SIGTERM".into(),
+            retryable: true,
+        });
+        assert!(s.outputs.is_empty());
+        assert_eq!(s.to_status().outputs, None);
     }
 }

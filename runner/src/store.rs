@@ -41,9 +41,16 @@ pub fn object_store_for(
     Ok((Arc::from(store), path))
 }
 
-/// Joins the output prefix, the ClothJob's namespace and name, and a file name.
-pub fn output_uri(prefix: &str, namespace: &str, name: &str, file: &str) -> String {
-    format!("{}/{namespace}/{name}/{file}", prefix.trim_end_matches('/'))
+/// The directory of one ClothJob's outputs: `<prefix>/<namespace>/<name>/<uid>`. The uid
+/// keeps a re-created ClothJob of the same name (or a stale runner of the old one) from
+/// overwriting the other's outputs.
+pub fn output_dir(prefix: &str, namespace: &str, name: &str, uid: &str) -> String {
+    format!("{}/{namespace}/{name}/{uid}", prefix.trim_end_matches('/'))
+}
+
+/// One output: `<prefix>/<namespace>/<name>/<uid>/<file>` (see [`output_dir`]).
+pub fn output_uri(prefix: &str, namespace: &str, name: &str, uid: &str, file: &str) -> String {
+    format!("{}/{file}", output_dir(prefix, namespace, name, uid))
 }
 
 /// Writes `bytes` at `uri`.
@@ -79,14 +86,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn output_uris_are_prefix_namespace_name_file() {
+    fn output_uris_are_prefix_namespace_name_uid_file() {
         assert_eq!(
-            output_uri("s3://b/p/", "ns", "job", "cutout.png"),
-            "s3://b/p/ns/job/cutout.png"
+            output_uri("s3://b/p/", "ns", "job", "0a1b-2c3d", "cutout.png"),
+            "s3://b/p/ns/job/0a1b-2c3d/cutout.png"
         );
         assert_eq!(
-            output_uri("file:///out", "ns", "job", "a.jpg"),
-            "file:///out/ns/job/a.jpg"
+            output_uri("file:///out", "ns", "job", "u1", "a.jpg"),
+            "file:///out/ns/job/u1/a.jpg"
+        );
+        assert_eq!(
+            output_dir("gs://b//", "ns", "job", "u1"),
+            "gs://b/ns/job/u1"
         );
     }
 

@@ -1,6 +1,11 @@
 //! Writes the runner's status fields to the ClothJob with server-side apply, coalescing
-//! changes within a stage to at most one write per interval (stage boundaries always go out).
+//! changes within a stage to at most one write per interval. Stage boundaries and the final
+//! state are retried with exponential back-off ([`Backoff`]) through an apiserver outage;
+//! other progress writes are best effort. Every write carries the ClothJob's uid, so the
+//! apiserver refuses to write into a re-created ClothJob of the same name.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clothjob_api::{ClothJob, ClothJobStatus, contract};
@@ -8,7 +13,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::progress::Update;
+use crate::progress::{RunState, Update};
+
+/// How long one request to the apiserver may take before it counts as failed.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// When to write: pure policy over time and boundaries.
 #[derive(Clone, Debug)]
@@ -43,34 +51,287 @@ impl Coalescer {
     }
 }
 
-/// Applies `status` (runner fields only) with the runner's field manager.
-pub async fn apply_status(
-    api: &Api<ClothJob>,
-    name: &str,
-    status: &ClothJobStatus,
-) -> Result<(), kube::Error> {
-    let body = serde_json::json!({
-        "apiVersion": ClothJob::api_version(&()),
-        "kind": ClothJob::kind(&()),
-        "metadata": { "name": name },
-        "status": status,
-    });
-    let pp = PatchParams::apply(contract::RUNNER_MANAGER).force();
-    api.patch_status(name, &pp, &Patch::Apply(&body))
-        .await
-        .map(|_| ())
+/// Exponential back-off between tries of one call: `first`, doubling, at most `max`, until
+/// `budget` has passed since the first try. Deterministic (no jitter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait after the first failure.
+    pub first: Duration,
+    /// The longest wait.
+    pub max: Duration,
+    /// How long after the first try no new try starts.
+    pub budget: Duration,
 }
 
-/// Writes updates until the channel closes; the last state is always written. Returns the
-/// number of writes (and the last error of a final write, if any).
-pub async fn write_updates(
+impl Backoff {
+    /// Reading the ClothJob and the writes that must land (stage boundaries, the final state):
+    /// 200 ms doubling to 10 s, for 2 minutes: rides out an apiserver restart.
+    pub const MUST_LAND: Backoff = Backoff {
+        first: Duration::from_millis(200),
+        max: Duration::from_secs(10),
+        budget: Duration::from_secs(120),
+    };
+    /// The last word of an interrupted runner: it has a few seconds before SIGKILL.
+    pub const INTERRUPTED: Backoff = Backoff {
+        first: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+        budget: Duration::from_secs(4),
+    };
+
+    /// The wait before retry number `retry` (0 = the first retry) when `elapsed` has passed
+    /// since the first try, or `None` once the budget is spent. A wait never reaches past the
+    /// budget: the last try starts when it ends.
+    pub fn delay(&self, retry: u32, elapsed: Duration) -> Option<Duration> {
+        let left = self.budget.checked_sub(elapsed).filter(|d| !d.is_zero())?;
+        let doubled = 1u32
+            .checked_shl(retry)
+            .and_then(|factor| self.first.checked_mul(factor))
+            .unwrap_or(self.max);
+        Some(doubled.min(self.max).min(left))
+    }
+}
+
+/// A call to the apiserver that failed for good, named after what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiCallError {
+    /// The ClothJob is gone (404), or was deleted and re-created under the same name (the uid
+    /// precondition failed): this runner must not touch it.
+    #[error("{0}")]
+    Gone(String),
+    /// The apiserver refused the request itself (a 4xx other than the above): retrying the
+    /// same request cannot help.
+    #[error("{what}: rejected: {source}")]
+    Rejected {
+        /// What was being done.
+        what: String,
+        /// The apiserver's answer.
+        #[source]
+        source: kube::Error,
+    },
+    /// The apiserver did not answer usefully for the whole back-off budget.
+    #[error("{what}: no success in {attempts} attempt(s) over {secs} s; last error: {last}")]
+    Unavailable {
+        /// What was being done.
+        what: String,
+        /// Tries made.
+        attempts: u32,
+        /// Seconds from the first try to giving up.
+        secs: u64,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// What a failed call means for the next try.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The object is gone or was replaced: stop.
+    Gone,
+    /// The request is wrong: stop.
+    Rejected,
+    /// The apiserver is unavailable, overloaded or not ready yet: try again.
+    Retry,
+}
+
+/// The verdict on an apiserver answer with HTTP `code` and `message`. 401 and 403 are
+/// retried: after an apiserver restart, or right after the runner's Role was created, the
+/// authorizer may not know the runner yet.
+pub fn verdict(code: u16, message: &str) -> Verdict {
+    match code {
+        404 | 410 => Verdict::Gone,
+        409 if message.contains("Precondition failed: UID") => Verdict::Gone,
+        401 | 403 | 408 | 409 | 429 => Verdict::Retry,
+        500..=599 => Verdict::Retry,
+        _ => Verdict::Rejected,
+    }
+}
+
+fn verdict_of(e: &kube::Error) -> Verdict {
+    match e {
+        kube::Error::Api(s) => verdict(s.code, &s.message),
+        // Connection refused or reset, TLS, time-outs, a body cut short: the apiserver is
+        // not (yet) there.
+        _ => Verdict::Retry,
+    }
+}
+
+/// Runs `call` until it succeeds, retrying what [`verdict`] calls retryable with `backoff`;
+/// each try is limited to [`REQUEST_TIMEOUT`]. `what` names the call in logs and errors;
+/// `gone` describes the ClothJob when the answer says it is gone or replaced.
+pub async fn with_backoff<T, F, Fut>(
+    what: &str,
+    gone: &str,
+    backoff: Backoff,
+    mut call: F,
+) -> Result<T, ApiCallError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut retry = 0u32;
+    loop {
+        let last = match tokio::time::timeout(REQUEST_TIMEOUT, call()).await {
+            Ok(Ok(v)) => {
+                if retry > 0 {
+                    tracing::info!(what, tries = retry + 1, "apiserver call succeeded");
+                }
+                return Ok(v);
+            }
+            Ok(Err(e)) => match verdict_of(&e) {
+                Verdict::Gone => {
+                    tracing::error!(what, error = %e, "the ClothJob is gone or was replaced");
+                    return Err(ApiCallError::Gone(format!("{gone}: {e}")));
+                }
+                Verdict::Rejected => {
+                    return Err(ApiCallError::Rejected {
+                        what: what.to_string(),
+                        source: e,
+                    });
+                }
+                Verdict::Retry => e.to_string(),
+            },
+            Err(_) => format!("no answer within {} s", REQUEST_TIMEOUT.as_secs()),
+        };
+        let Some(delay) = backoff.delay(retry, started.elapsed()) else {
+            return Err(ApiCallError::Unavailable {
+                what: what.to_string(),
+                attempts: retry + 1,
+                secs: started.elapsed().as_secs(),
+                last,
+            });
+        };
+        tracing::warn!(
+            what,
+            error = %last,
+            retry_in_ms = delay.as_millis() as u64,
+            "apiserver call failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        retry += 1;
+    }
+}
+
+/// The ClothJob whose status this runner writes: namespace, name and uid.
+#[derive(Clone)]
+pub struct StatusTarget {
     api: Api<ClothJob>,
     name: String,
+    uid: String,
+}
+
+impl StatusTarget {
+    /// The ClothJob `name` with `uid` in `api`'s namespace.
+    pub fn new(api: Api<ClothJob>, name: impl Into<String>, uid: impl Into<String>) -> Self {
+        Self {
+            api,
+            name: name.into(),
+            uid: uid.into(),
+        }
+    }
+
+    /// The ClothJob's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The ClothJob's uid.
+    pub fn uid(&self) -> &str {
+        &self.uid
+    }
+
+    /// The API of the ClothJob's namespace.
+    pub fn api(&self) -> &Api<ClothJob> {
+        &self.api
+    }
+
+    fn describe(&self) -> String {
+        let ns = self.api.namespace().unwrap_or_default();
+        format!("{ns}/{} (uid {})", self.name, self.uid)
+    }
+
+    /// One server-side apply of `status` (runner fields only) with the runner's field
+    /// manager, preconditioned on the uid.
+    pub async fn apply(&self, status: &ClothJobStatus) -> Result<(), kube::Error> {
+        let body = apply_body(&self.name, &self.uid, status);
+        let pp = PatchParams::apply(contract::RUNNER_MANAGER).force();
+        self.api
+            .patch_status(&self.name, &pp, &Patch::Apply(&body))
+            .await
+            .map(|_| ())
+    }
+
+    /// [`apply`](Self::apply), retried with `backoff`.
+    pub async fn apply_retrying(
+        &self,
+        status: &ClothJobStatus,
+        backoff: Backoff,
+    ) -> Result<(), ApiCallError> {
+        let gone = self.describe();
+        with_backoff("writing the status", &gone, backoff, || self.apply(status)).await
+    }
+
+    /// Reads the ClothJob, retried with `backoff`; a missing ClothJob or one with another uid
+    /// is [`ApiCallError::Gone`].
+    pub async fn read(&self, backoff: Backoff) -> Result<ClothJob, ApiCallError> {
+        let gone = self.describe();
+        let cj = with_backoff("reading the ClothJob", &gone, backoff, || {
+            self.api.get_opt(&self.name)
+        })
+        .await?
+        .ok_or_else(|| ApiCallError::Gone(format!("{gone} no longer exists")))?;
+        match cj.metadata.uid.as_deref() {
+            Some(uid) if uid == self.uid => Ok(cj),
+            other => Err(ApiCallError::Gone(format!(
+                "{gone} was replaced by a new object (uid {})",
+                other.unwrap_or("none")
+            ))),
+        }
+    }
+}
+
+/// The server-side-apply body of a status write: the runner's fields, and `metadata.uid` as
+/// a precondition (a re-created ClothJob of the same name has another uid: 409 Conflict).
+pub fn apply_body(name: &str, uid: &str, status: &ClothJobStatus) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": ClothJob::api_version(&()),
+        "kind": ClothJob::kind(&()),
+        "metadata": { "name": name, "uid": uid },
+        "status": status,
+    })
+}
+
+/// The last state the writer was given (written or not), for a last word on interruption.
+#[derive(Clone, Debug, Default)]
+pub struct Latest(Arc<Mutex<Option<RunState>>>);
+
+impl Latest {
+    /// Records `state`.
+    pub fn set(&self, state: &RunState) {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = Some(state.clone());
+    }
+
+    /// The last state recorded, if any.
+    pub fn get(&self) -> Option<RunState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Writes updates until the channel closes. Boundaries and the final state are retried with
+/// [`Backoff::MUST_LAND`]; if one of them cannot be written, or the ClothJob is gone, the
+/// writer stops with that error (the run must not end as if its status were recorded).
+/// Returns the number of writes.
+pub async fn write_updates(
+    target: StatusTarget,
     mut rx: UnboundedReceiver<Update>,
     interval: Duration,
-) -> Result<usize, kube::Error> {
+    latest: Latest,
+) -> Result<usize, ApiCallError> {
     let mut policy = Coalescer::new(interval);
     let mut pending: Option<(Update, Instant)> = None;
+    // The newest state whose best-effort write failed (a later write supersedes it).
+    let mut unwritten: Option<RunState> = None;
     let mut writes = 0;
     loop {
         let next = match &pending {
@@ -83,6 +344,9 @@ pub async fn write_updates(
             }
             None => Some(rx.recv().await),
         };
+        if let Some(Some(u)) = &next {
+            latest.set(&u.state);
+        }
         let update = match next {
             // The deferred update is due.
             None => pending.take().map(|(u, _)| u),
@@ -96,47 +360,45 @@ pub async fn write_updates(
                     None
                 }
             },
-            // Channel closed: write what is left, then stop.
+            // Channel closed: the last state must be written, then stop.
             Some(None) => {
-                if let Some((u, _)) = pending.take() {
-                    write_with_retries(&api, &name, &u.state.to_status()).await?;
+                let last = pending.take().map(|(u, _)| u.state).or(unwritten.take());
+                if let Some(state) = last {
+                    target
+                        .apply_retrying(&state.to_status(), Backoff::MUST_LAND)
+                        .await?;
                     writes += 1;
                 }
                 return Ok(writes);
             }
         };
-        if let Some(u) = update {
-            let result = if u.boundary {
-                write_with_retries(&api, &name, &u.state.to_status()).await
-            } else {
-                apply_status(&api, &name, &u.state.to_status()).await
-            };
-            match result {
-                Ok(()) => writes += 1,
-                Err(e) => tracing::warn!(error = %e, "writing progress"),
-            }
-            policy.wrote(Instant::now());
-        }
-    }
-}
-
-async fn write_with_retries(
-    api: &Api<ClothJob>,
-    name: &str,
-    status: &ClothJobStatus,
-) -> Result<(), kube::Error> {
-    let mut delay = Duration::from_millis(200);
-    for _ in 0..4 {
-        match apply_status(api, name, status).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "writing status; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+        let Some(u) = update else { continue };
+        let status = u.state.to_status();
+        if u.boundary {
+            target.apply_retrying(&status, Backoff::MUST_LAND).await?;
+            unwritten = None;
+            writes += 1;
+        } else {
+            match tokio::time::timeout(REQUEST_TIMEOUT, target.apply(&status)).await {
+                Ok(Ok(())) => {
+                    unwritten = None;
+                    writes += 1;
+                }
+                Ok(Err(e)) if verdict_of(&e) == Verdict::Gone => {
+                    return Err(ApiCallError::Gone(format!("{}: {e}", target.describe())));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "writing progress (best effort)");
+                    unwritten = Some(u.state);
+                }
+                Err(_) => {
+                    tracing::warn!("writing progress (best effort): no answer");
+                    unwritten = Some(u.state);
+                }
             }
         }
+        policy.wrote(Instant::now());
     }
-    apply_status(api, name, status).await
 }
 
 #[cfg(test)]
@@ -171,5 +433,121 @@ mod tests {
         }
         assert!(writes <= 3, "{writes} writes");
         assert!(writes >= 2);
+    }
+
+    /// The waits of a call that fails instantly every time.
+    fn waits(b: Backoff) -> Vec<Duration> {
+        let mut elapsed = Duration::ZERO;
+        let mut out = Vec::new();
+        while let Some(d) = b.delay(out.len() as u32, elapsed) {
+            out.push(d);
+            elapsed += d;
+            assert!(out.len() < 1000, "never ends");
+        }
+        out
+    }
+
+    #[test]
+    fn the_must_land_backoff_doubles_from_200_ms_to_10_s_within_two_minutes() {
+        let w = waits(Backoff::MUST_LAND);
+        let ms: Vec<u128> = w.iter().take(8).map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert!(w.iter().all(|d| *d <= Duration::from_secs(10)));
+        let total: Duration = w.iter().sum();
+        assert_eq!(
+            total,
+            Duration::from_secs(120),
+            "the last wait is cut to the budget"
+        );
+        // 6 doubling waits (12.6 s), then 10 s waits; the last one cut short.
+        assert_eq!(w.len(), 6 + 11);
+        assert_eq!(w.last(), Some(&Duration::from_millis(7400)));
+    }
+
+    #[test]
+    fn no_wait_once_the_budget_is_spent_and_huge_retry_numbers_are_capped() {
+        let b = Backoff::MUST_LAND;
+        assert_eq!(b.delay(0, Duration::from_secs(120)), None);
+        assert_eq!(b.delay(0, Duration::from_secs(500)), None);
+        assert_eq!(
+            b.delay(0, Duration::from_millis(119_950)),
+            Some(Duration::from_millis(50))
+        );
+        assert_eq!(b.delay(40, Duration::ZERO), Some(Duration::from_secs(10)));
+        assert_eq!(
+            b.delay(u32::MAX, Duration::ZERO),
+            Some(Duration::from_secs(10))
+        );
+        let total: Duration = waits(Backoff::INTERRUPTED).iter().sum();
+        assert_eq!(total, Duration::from_secs(4));
+    }
+
+    #[test]
+    fn gone_replaced_rejected_and_retryable_answers() {
+        assert_eq!(verdict(404, "clothjobs \"a\" not found"), Verdict::Gone);
+        assert_eq!(
+            verdict(
+                409,
+                "Operation cannot be fulfilled on clothjobs.closetconnect.io \"a\": \
+                 Precondition failed: UID in precondition: 1, UID in object meta: 2"
+            ),
+            Verdict::Gone
+        );
+        assert_eq!(verdict(409, "the object has been modified"), Verdict::Retry);
+        for code in [401, 403, 408, 429, 500, 502, 503, 504] {
+            assert_eq!(verdict(code, ""), Verdict::Retry, "{code}");
+        }
+        for code in [400, 415, 422] {
+            assert_eq!(verdict(code, ""), Verdict::Rejected, "{code}");
+        }
+    }
+
+    #[test]
+    fn the_apply_body_carries_the_uid_as_a_precondition() {
+        let status = ClothJobStatus {
+            progress: Some(30),
+            ..Default::default()
+        };
+        let body = apply_body("tshirt", "1234-abcd", &status);
+        assert_eq!(body["metadata"]["name"], "tshirt");
+        assert_eq!(body["metadata"]["uid"], "1234-abcd");
+        assert_eq!(body["kind"], "ClothJob");
+        assert_eq!(body["status"]["progress"], 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_is_retried_until_it_succeeds_and_gives_up_after_the_budget() {
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let unavailable = || kube::Error::Service("connection refused".into());
+        let r = with_backoff("test", "ns/a", Backoff::MUST_LAND, || {
+            let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move { if n < 3 { Err(unavailable()) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.ok(), Some(3));
+
+        let started = tokio::time::Instant::now();
+        let r: Result<(), _> = with_backoff("test", "ns/a", Backoff::MUST_LAND, || async {
+            Err(unavailable())
+        })
+        .await;
+        assert!(
+            matches!(&r, Err(ApiCallError::Unavailable { attempts: 18, .. })),
+            "{r:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(120));
+
+        let r: Result<(), _> = with_backoff("test", "ns/a", Backoff::MUST_LAND, || async {
+            Err(kube::Error::Api(Box::new(kube::core::Status {
+                code: 404,
+                message: "not found".into(),
+                ..Default::default()
+            })))
+        })
+        .await;
+        assert!(
+            matches!(&r, Err(ApiCallError::Gone(m)) if m.contains("ns/a")),
+            "{r:?}"
+        );
     }
 }

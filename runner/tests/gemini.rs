@@ -1,6 +1,6 @@
 //! `clothjob-runner process` with the gemini expansion backend against a fake Gemini on
 //! loopback (the built binary, as a user runs it): outputs and report, and the exit code
-//! of each kind of failure (42 = fails at once, 75 = retried).
+//! of each kind of failure (42 bad input and 43 invalid spec fail at once, 75 is retried).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use clothjob_api::contract::{EXIT_BAD_INPUT, EXIT_TRANSIENT};
+use clothjob_api::contract::{EXIT_BAD_INPUT, EXIT_INVALID_SPEC, EXIT_TRANSIENT};
 use serde_json::json;
 use support::gemini::{Behaviour, FakeGemini, ratio_colour};
 use support::{MockServer, Reply};
@@ -118,7 +118,7 @@ fn a_rejected_key_is_an_invalid_spec() {
         )
     });
     let out = process(dir.path(), &server.url(), Some("wrong-key"), &[]);
-    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_SPEC), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("error (InvalidSpec)"), "{err}");
     assert!(err.contains("403"), "{err}");
@@ -152,7 +152,7 @@ fn a_missing_key_is_a_config_error_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeGemini::start(Behaviour::Image);
     let out = process(dir.path(), &fake.endpoint(), None, &[]);
-    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_SPEC), "{}", stderr(&out));
     let err = stderr(&out);
     eprintln!("process said: {err}");
     assert!(err.contains("error (InvalidSpec)"), "{err}");

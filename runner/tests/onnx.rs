@@ -13,7 +13,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use clothjob_api::contract::EXIT_BAD_INPUT;
+use clothjob_api::contract::EXIT_INVALID_SPEC;
 use clothjob_onnx::ModelFamily;
 use clothjob_onnx::testmodel::{nearest_prototype, pixel_classifier};
 use sha2::{Digest, Sha256};
@@ -143,7 +143,7 @@ fn a_wrong_model_or_digest_fails_at_once_with_the_reason() {
             format!("segmentation.onnx.modelUri={}", one.display()),
         ],
     );
-    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT));
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_SPEC));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("one.onnx") && err.contains("output"), "{err}");
 
@@ -160,7 +160,7 @@ fn a_wrong_model_or_digest_fails_at_once_with_the_reason() {
             format!("segmentation.onnx.sha256={wrong}"),
         ],
     );
-    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT));
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_SPEC));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sha256") && err.contains(&wrong), "{err}");
 
@@ -174,7 +174,7 @@ fn a_wrong_model_or_digest_fails_at_once_with_the_reason() {
             "backgroundRemoval.onnx.modelUri=/nonexistent/u2netp.onnx".into(),
         ],
     );
-    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT));
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_SPEC));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/u2netp.onnx"), "{err}");
 }

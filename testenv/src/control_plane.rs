@@ -6,6 +6,10 @@
 //! component), removed on drop unless `CLOTHJOB_KEEP_TESTENV=1`. Nothing runtime-bound is kept
 //! in a [`ControlPlane`]: every `client*` call builds a fresh [`kube::Client`] on the caller's
 //! Tokio runtime, so one control plane can be shared by `#[tokio::test]`s ([`ControlPlane::shared`]).
+//!
+//! Fault tests can restart kube-apiserver with etcd kept ([`ControlPlane::restart_apiserver`],
+//! or [`ControlPlane::stop_apiserver`] and [`ControlPlane::start_apiserver`] to act while it is
+//! down).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,6 +71,8 @@ pub struct ControlPlane {
     placement: Placement,
     forwards: Vec<Forward>,
     components: Mutex<Vec<Component>>,
+    /// The apiserver's port and arguments, to start it again ([`ControlPlane::start_apiserver`]).
+    apiserver: (u16, Vec<String>),
 }
 
 static SHARED: tokio::sync::OnceCell<ControlPlane> = tokio::sync::OnceCell::const_new();
@@ -118,6 +124,7 @@ impl ControlPlane {
             placement,
             forwards: Vec::new(),
             components: Mutex::new(Vec::new()),
+            apiserver: (0, Vec::new()),
         };
         let started = Instant::now();
         cp.boot(&pki).await?;
@@ -279,30 +286,10 @@ impl ControlPlane {
         }
         let api_bin = self.bins.kube_apiserver.clone();
         self.spawn_component("kube-apiserver", &api_bin, &apiserver_args)?;
+        self.apiserver = (api_port, apiserver_args);
 
         let timeout = start_timeout();
-        // Wait for the port first: cheaper than TLS handshakes and keeps kube's error logs quiet
-        // (behind a forward the port is always open: go straight to /readyz).
-        if !in_netns {
-            self.wait_listening(api_port, timeout).await?;
-        }
-        wait_for(
-            "kube-apiserver /readyz",
-            timeout,
-            Duration::from_millis(250),
-            || async {
-                self.check_alive()?;
-                let client = self.client().await?;
-                let req = http::Request::get("/readyz").body(Vec::new())?;
-                match client.request_text(req).await {
-                    Ok(body) if body.trim() == "ok" => Ok(Some(())),
-                    Ok(body) => Err(anyhow!("readyz said {body}")),
-                    Err(e) => Err(readyz_error(&e.to_string())),
-                }
-            },
-        )
-        .await
-        .map_err(|e| self.with_logs(e))?;
+        self.wait_apiserver_ready(timeout).await?;
 
         let kc = self.internal_kubeconfig_path.display();
         let kcm_args: Vec<String> = vec![
@@ -341,6 +328,85 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Waits until kube-apiserver answers `/readyz` with `ok`.
+    async fn wait_apiserver_ready(&self, timeout: Duration) -> Result<()> {
+        // Wait for the port first: cheaper than TLS handshakes and keeps kube's error logs quiet
+        // (behind a forward the port is always open: go straight to /readyz).
+        if !self.placement.launcher.in_netns() {
+            self.wait_listening(self.apiserver.0, timeout).await?;
+        }
+        wait_for(
+            "kube-apiserver /readyz",
+            timeout,
+            Duration::from_millis(250),
+            || async {
+                self.check_alive()?;
+                let client = self.client().await?;
+                let req = http::Request::get("/readyz").body(Vec::new())?;
+                match client.request_text(req).await {
+                    Ok(body) if body.trim() == "ok" => Ok(Some(())),
+                    Ok(body) => Err(anyhow!("readyz said {body}")),
+                    Err(e) => Err(readyz_error(&e.to_string())),
+                }
+            },
+        )
+        .await
+        .map_err(|e| self.with_logs(e))
+    }
+
+    /// Stops kube-apiserver (SIGTERM, SIGKILL after 10 s) and waits until it has exited;
+    /// etcd, kube-controller-manager and everything else keep running. Clients then get
+    /// connection errors until [`start_apiserver`](Self::start_apiserver).
+    pub async fn stop_apiserver(&self) -> Result<()> {
+        let component = {
+            let mut comps = self
+                .components
+                .lock()
+                .map_err(|_| anyhow!("control plane lock poisoned"))?;
+            let i = comps
+                .iter()
+                .position(|c| c.name == "kube-apiserver")
+                .context("kube-apiserver is not running")?;
+            comps.remove(i)
+        };
+        let mut child = component.child;
+        tokio::task::spawn_blocking(move || {
+            proc::stop_child(&mut child, Duration::from_secs(10), false)
+        })
+        .await
+        .context("stopping kube-apiserver")?;
+        tracing::info!("kube-apiserver stopped");
+        Ok(())
+    }
+
+    /// Starts kube-apiserver again, on the same port with the same certificates and etcd
+    /// (so every object is still there), and waits until `/readyz` is ok. Its log goes on in
+    /// the same `kube-apiserver.log`.
+    pub async fn start_apiserver(&self) -> Result<()> {
+        let running = self
+            .components
+            .lock()
+            .map_err(|_| anyhow!("control plane lock poisoned"))?
+            .iter()
+            .any(|c| c.name == "kube-apiserver");
+        if running {
+            bail!("kube-apiserver is already running");
+        }
+        let bin = self.bins.kube_apiserver.clone();
+        self.spawn_component("kube-apiserver", &bin, &self.apiserver.1)?;
+        let started = Instant::now();
+        self.wait_apiserver_ready(start_timeout()).await?;
+        tracing::info!("kube-apiserver ready again in {:?}", started.elapsed());
+        Ok(())
+    }
+
+    /// [`stop_apiserver`](Self::stop_apiserver), then
+    /// [`start_apiserver`](Self::start_apiserver): an apiserver restart with etcd kept.
+    pub async fn restart_apiserver(&self) -> Result<()> {
+        self.stop_apiserver().await?;
+        self.start_apiserver().await
+    }
+
     async fn wait_listening(&self, port: u16, timeout: Duration) -> Result<()> {
         wait_for(
             "kube-apiserver to listen",
@@ -357,10 +423,14 @@ impl ControlPlane {
         .map_err(|e| self.with_logs(e))
     }
 
-    fn spawn_component(&mut self, name: &'static str, bin: &Path, args: &[String]) -> Result<()> {
+    fn spawn_component(&self, name: &'static str, bin: &Path, args: &[String]) -> Result<()> {
         let log = self.dir.join(format!("{name}.log"));
-        let out =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        // Appended to: a restarted component goes on in the same log.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         let err = out.try_clone()?;
         let mut cmd = self.placement.launcher.command(bin);
         cmd.args(args)

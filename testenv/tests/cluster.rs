@@ -435,7 +435,7 @@ test "$(cat "$1")" = hello-file || exit 12
 test "$MY_NS" = "$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace 2>/dev/null || echo "$MY_NS")" || exit 13
 "$KUBECTL" get pod "$POD_NAME" -o name || exit 14
 "$KUBECTL" get secrets && exit 15
-echo all-good > "$CLOTHJOB_TERMINATION_MESSAGE_PATH"
+echo all-good > "$TERMINATION_LOG"
 "#;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": { "name": "checker" },
@@ -452,6 +452,8 @@ echo all-good > "$CLOTHJOB_TERMINATION_MESSAGE_PATH"
                     { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
                     { "name": "MY_NS", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
                     { "name": "KUBECTL", "value": kubectl },
+                    // Rewritten by the node to the pod's termination-message file.
+                    { "name": "TERMINATION_LOG", "value": "/dev/termination-log" },
                 ],
                 "volumeMounts": [{ "name": "creds", "mountPath": "/etc/creds", "readOnly": true }],
             }],

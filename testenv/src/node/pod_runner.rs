@@ -10,8 +10,9 @@
 //!   `FailedMount` Event for a volume (the kubelet's reasons and wording).
 //! - Environment: only `PATH`, `HOME`, `RUST_LOG`, `RUST_BACKTRACE`, `LLVM_PROFILE_FILE` of the
 //!   test process, `HOSTNAME`, the container's resolved env, `KUBECONFIG` (a kubeconfig holding a
-//!   token bound to the pod, unless `automountServiceAccountToken: false`) and
-//!   `CLOTHJOB_TERMINATION_MESSAGE_PATH` (the local stand-in for `terminationMessagePath`).
+//!   token bound to the pod, unless `automountServiceAccountToken: false`). The container's
+//!   `terminationMessagePath` (default `/dev/termination-log`) is a file in the pod directory:
+//!   arguments and env values naming it are rewritten to that file like any mount path.
 //! - stdout and stderr go to `<pod dir>/container.log` (see [`super::FakeNode::logs`]).
 //! - Status: Running on start; Succeeded/Failed with the exit code (`128 + signal` when killed)
 //!   on exit (`restartPolicy: Never`, or `OnFailure` with exit 0). With `OnFailure`/`Always` the
@@ -129,10 +130,6 @@ async fn prepare(
         )?;
         env_out.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
     }
-    env_out.push((
-        "CLOTHJOB_TERMINATION_MESSAGE_PATH".into(),
-        termination_file.display().to_string(),
-    ));
 
     let command = container.command.clone().unwrap_or_default();
     let args = container.args.clone().unwrap_or_default();
