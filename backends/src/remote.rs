@@ -19,6 +19,13 @@
 //! unknown model or an out-of-range option) are [`PipelineError::InvalidOptions`]
 //! (never retried). An endpoint that is not an http(s) URL is `InvalidOptions`
 //! at construction.
+//!
+//! Every request goes through a [`NetworkPolicy`] (from
+//! [`crate::netguard::ENV_ALLOWED_NETWORKS`] unless one is given with
+//! [`RemoteRemover::with_network_policy`]): a server on a non-public address that
+//! the operator did not allow is refused before any connection, after DNS
+//! resolution and on every redirect, as `InvalidOptions` (never retried). URLs
+//! appear in messages without credentials or query.
 
 use std::io::Cursor;
 use std::sync::OnceLock;
@@ -29,6 +36,8 @@ use clothjob_pipeline::{PipelineError, StageName};
 use image::{DynamicImage, GrayImage, ImageFormat, RgbImage};
 use reqwest::blocking::{Client, multipart};
 use url::Url;
+
+use crate::netguard::{self, NetworkPolicy, Redirects};
 
 /// The backend's name in reports and errors.
 pub const BACKEND_NAME: &str = "remote";
@@ -74,6 +83,10 @@ pub struct RemoteRemover {
     thresholds: AlphaMattingThresholds,
     post_process_mask: bool,
     timeout: Duration,
+    /// Which addresses the client may connect to.
+    network: NetworkPolicy,
+    /// The endpoint as shown in messages (no credentials, no query).
+    shown: String,
     /// Built on first use, on the calling (blocking) thread: a blocking client
     /// must not be built inside an async task.
     client: OnceLock<Client>,
@@ -84,7 +97,9 @@ impl RemoteRemover {
     /// `http://rembg:7000`; `/api/remove` is appended), using `model`
     /// (`u2netp`, `u2net`, `isnet-general-use`, `bria-rmbg`, …), with or without
     /// alpha matting; one request (connect, upload, inference, reply) must end
-    /// within `timeout`.
+    /// within `timeout`. The network policy is read from
+    /// [`netguard::ENV_ALLOWED_NETWORKS`] (public addresses only when unset; a bad
+    /// value is `InvalidOptions`); [`Self::with_network_policy`] replaces it.
     pub fn new(
         url: &str,
         model: &str,
@@ -93,12 +108,14 @@ impl RemoteRemover {
     ) -> Result<Self, PipelineError> {
         let url = Url::parse(url).map_err(|e| {
             PipelineError::InvalidOptions(format!(
-                "remote background removal: url {url:?} is not a URL: {e}"
+                "remote background removal: url {:?} is not a URL: {e}",
+                netguard::redact_url_str(url)
             ))
         })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(PipelineError::InvalidOptions(format!(
-                "remote background removal: url {url} must be http(s)://host[:port][/path]"
+                "remote background removal: url {} must be http(s)://host[:port][/path]",
+                netguard::redact_url(&url)
             )));
         }
         if model.trim().is_empty() {
@@ -115,9 +132,14 @@ impl RemoteRemover {
         base.push_str("/api/remove");
         let endpoint = Url::parse(&base).map_err(|e| {
             PipelineError::InvalidOptions(format!(
-                "remote background removal: cannot make the endpoint from {url}: {e}"
+                "remote background removal: cannot make the endpoint from {}: {e}",
+                netguard::redact_url(&url)
             ))
         })?;
+        let network = NetworkPolicy::from_env().map_err(|e| {
+            PipelineError::InvalidOptions(format!("remote background removal: {e}"))
+        })?;
+        let shown = netguard::redact_url(&endpoint);
         Ok(Self {
             url,
             endpoint,
@@ -126,8 +148,23 @@ impl RemoteRemover {
             thresholds: AlphaMattingThresholds::default(),
             post_process_mask: false,
             timeout,
+            network,
+            shown,
             client: OnceLock::new(),
         })
+    }
+
+    /// Uses `policy` to decide which addresses may be connected to.
+    #[must_use]
+    pub fn with_network_policy(mut self, policy: NetworkPolicy) -> Self {
+        self.network = policy;
+        self.client = OnceLock::new();
+        self
+    }
+
+    /// The network policy requests go through.
+    pub fn network_policy(&self) -> &NetworkPolicy {
+        &self.network
     }
 
     /// The HTTP client, built on first use.
@@ -135,9 +172,12 @@ impl RemoteRemover {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let client = Client::builder()
+        let builder = Client::builder()
             .timeout(self.timeout)
-            .connect_timeout(self.timeout.min(Duration::from_secs(10)))
+            .connect_timeout(self.timeout.min(Duration::from_secs(10)));
+        let client = self
+            .network
+            .guard_blocking(builder, Redirects::Follow)
             .build()
             .map_err(|e| {
                 PipelineError::Internal(format!("cannot build the HTTP client: {}", chain(&e)))
@@ -211,35 +251,47 @@ impl RemoteRemover {
         }
     }
 
-    fn request_error(&self, e: &reqwest::Error) -> PipelineError {
+    /// A refused address is `InvalidOptions` (the settings can never work);
+    /// anything else `BackendUnavailable` (a retry may help).
+    fn request_error(&self, e: reqwest::Error) -> PipelineError {
+        if let Some(refused) = netguard::refusal_in(&e) {
+            return self.refused(&refused);
+        }
+        // The error's text would repeat the URL with its query.
+        let e = e.without_url();
+        let shown = &self.shown;
         let reason = if e.is_timeout() {
             format!(
-                "the rembg server at {} did not reply within {:?}",
-                self.endpoint, self.timeout
+                "the rembg server at {shown} did not reply within {:?}",
+                self.timeout
             )
         } else if e.is_connect() {
             format!(
-                "cannot connect to the rembg server at {}: {}",
-                self.endpoint,
-                chain(e)
+                "cannot connect to the rembg server at {shown}: {}",
+                chain(&e)
             )
-        } else if e.is_body() && chain(e).contains("receiver is gone") {
+        } else if e.is_body() && chain(&e).contains("receiver is gone") {
             // The blocking client streams the multipart body from another thread: when the
             // connection fails first, that thread's error can win the race over the
             // connect error.
             format!(
-                "cannot connect to the rembg server at {} (the connection ended before the photo was sent): {}",
-                self.endpoint,
-                chain(e)
+                "cannot connect to the rembg server at {shown} (the connection ended before the photo was sent): {}",
+                chain(&e)
             )
         } else {
             format!(
-                "request to the rembg server at {} failed: {}",
-                self.endpoint,
-                chain(e)
+                "request to the rembg server at {shown} failed: {}",
+                chain(&e)
             )
         };
         self.unavailable(reason)
+    }
+
+    fn refused(&self, refusal: &str) -> PipelineError {
+        PipelineError::InvalidOptions(format!(
+            "remote background removal at {}: {refusal}",
+            self.shown
+        ))
     }
 }
 
@@ -260,26 +312,30 @@ impl BackgroundRemover for RemoteRemover {
             .map_err(|e| PipelineError::Internal(format!("cannot encode the photo as PNG: {e}")))?;
         progress(0.1);
 
+        // Literal IPs never reach the resolver: check them here.
+        self.network
+            .check_url(&self.endpoint)
+            .map_err(|e| self.refused(&e.to_string()))?;
         let response = self
             .client()?
             .post(self.endpoint.clone())
             .multipart(self.form(png)?)
             .send()
-            .map_err(|e| self.request_error(&e))?;
+            .map_err(|e| self.request_error(e))?;
         let status = response.status();
-        let body = response.bytes().map_err(|e| self.request_error(&e))?;
+        let body = response.bytes().map_err(|e| self.request_error(e))?;
         if !status.is_success() {
             let quoted = quote(&body);
             let code = status.as_u16();
             return Err(if status.is_client_error() && code != 408 && code != 429 {
                 PipelineError::InvalidOptions(format!(
                     "the rembg server at {} rejected the request (model {:?}): HTTP {status}: {quoted}",
-                    self.endpoint, self.model
+                    self.shown, self.model
                 ))
             } else {
                 self.unavailable(format!(
                     "the rembg server at {} answered HTTP {status}: {quoted}",
-                    self.endpoint
+                    self.shown
                 ))
             });
         }
@@ -288,7 +344,7 @@ impl BackgroundRemover for RemoteRemover {
         let reply = image::load_from_memory(&body).map_err(|e| {
             self.unavailable(format!(
                 "the rembg server at {} replied with {} bytes that are not an image: {e}",
-                self.endpoint,
+                self.shown,
                 body.len()
             ))
         })?;

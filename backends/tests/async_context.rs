@@ -7,7 +7,7 @@ mod support;
 use std::io::Cursor;
 use std::time::Duration;
 
-use clothjob_backends::{GeminiConfig, GeminiExpander, RemoteRemover};
+use clothjob_backends::{GeminiConfig, GeminiExpander, NetworkPolicy, RemoteRemover};
 use clothjob_pipeline::matte::BackgroundRemover;
 use image::{GrayImage, ImageFormat, Luma, RgbImage};
 use support::{MockServer, Reply};
@@ -28,7 +28,9 @@ fn built_in_async_code_and_used_from_spawn_blocking() {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let remover = RemoteRemover::new(&url, "u2netp", false, Duration::from_secs(5)).unwrap();
+        let remover = RemoteRemover::new(&url, "u2netp", false, Duration::from_secs(5))
+            .unwrap()
+            .with_network_policy(NetworkPolicy::parse("127.0.0.0/8").unwrap());
         let unused = GeminiExpander::new(GeminiConfig::new("k", "gemini-2.5-flash-image")).unwrap();
         drop(unused);
         let mask =

@@ -8,7 +8,7 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use clothjob_backends::{GeminiConfig, GeminiError, GeminiExpander};
+use clothjob_backends::{GeminiConfig, GeminiError, GeminiExpander, NetworkPolicy};
 use image::{ImageFormat, Rgba, RgbaImage};
 use serde_json::{Value, json};
 use support::{MockServer, Reply, refused_address};
@@ -74,9 +74,15 @@ fn error_body(code: u16, status: &str, message: &str) -> Value {
     json!({ "error": { "code": code, "message": message, "status": status } })
 }
 
+/// The test servers are on loopback: the policy the operator's --allowed-networks would give.
+fn loopback() -> NetworkPolicy {
+    NetworkPolicy::parse("127.0.0.0/8").unwrap()
+}
+
 fn config(server: &MockServer) -> GeminiConfig {
     let mut c = GeminiConfig::new(KEY, MODEL);
     c.endpoint = server.url();
+    c.network = loopback();
     c.request_timeout = Duration::from_secs(10);
     c.total_timeout = Duration::from_secs(30);
     c.initial_backoff = Duration::from_millis(20);
@@ -505,6 +511,7 @@ fn the_total_time_cap_also_cuts_a_slow_attempt() {
 fn a_closed_port_is_a_retryable_connection_error() {
     let mut c = GeminiConfig::new(KEY, MODEL);
     c.endpoint = format!("http://{}", refused_address());
+    c.network = loopback();
     c.max_attempts = 2;
     c.initial_backoff = Duration::from_millis(10);
     let e = GeminiExpander::new(c)

@@ -32,6 +32,7 @@ fn photo_png() -> Vec<u8> {
 fn expander(endpoint: String, total: Duration) -> GeminiExpander {
     let mut c = GeminiConfig::new(KEY, "gemini-2.5-flash-image");
     c.endpoint = endpoint;
+    c.network = clothjob_backends::NetworkPolicy::parse("127.0.0.0/8").unwrap();
     c.total_timeout = total;
     c.initial_backoff = Duration::from_millis(20);
     c.extra_prompt = Some("Keep the collar open.".to_owned());

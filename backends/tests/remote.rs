@@ -6,11 +6,16 @@ mod support;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
-use clothjob_backends::RemoteRemover;
+use clothjob_backends::{NetworkPolicy, RemoteRemover};
 use clothjob_pipeline::PipelineError;
 use clothjob_pipeline::matte::BackgroundRemover;
 use image::{GrayImage, ImageFormat, Luma, RgbImage};
 use support::{MockServer, Reply, iou, multipart_parts, refused_address, tshirt_photo};
+
+/// The test servers are on loopback: the policy the operator's --allowed-networks would give.
+fn loopback() -> NetworkPolicy {
+    NetworkPolicy::parse("127.0.0.0/8").unwrap()
+}
 
 fn png_of_gray(img: &GrayImage) -> Vec<u8> {
     let mut out = Vec::new();
@@ -40,8 +45,9 @@ fn real_rembg_server_masks_the_garment() {
         return;
     };
     let (photo, truth) = tshirt_photo(480, 640);
-    let remover =
-        RemoteRemover::new(&server.url, "u2netp", false, Duration::from_secs(120)).unwrap();
+    let remover = RemoteRemover::new(&server.url, "u2netp", false, Duration::from_secs(120))
+        .unwrap()
+        .with_network_policy(loopback());
     let started = Instant::now();
     let (result, progress) = run(&remover, &photo);
     let mask = result.unwrap_or_else(|e| panic!("{e}\nrembg log:\n{}", server.log()));
@@ -63,8 +69,9 @@ fn real_rembg_server_with_alpha_matting_uses_the_cutout_alpha() {
         return;
     };
     let (photo, truth) = tshirt_photo(360, 480);
-    let remover =
-        RemoteRemover::new(&server.url, "u2netp", true, Duration::from_secs(300)).unwrap();
+    let remover = RemoteRemover::new(&server.url, "u2netp", true, Duration::from_secs(300))
+        .unwrap()
+        .with_network_policy(loopback());
     let started = Instant::now();
     let (result, _) = run(&remover, &photo);
     let mask = result.unwrap_or_else(|e| panic!("{e}\nrembg log:\n{}", server.log()));
@@ -82,8 +89,9 @@ fn real_rembg_server_rejects_an_unknown_model_as_invalid_options() {
         return;
     };
     let (photo, _) = tshirt_photo(64, 64);
-    let remover =
-        RemoteRemover::new(&server.url, "no-such-model", false, Duration::from_secs(60)).unwrap();
+    let remover = RemoteRemover::new(&server.url, "no-such-model", false, Duration::from_secs(60))
+        .unwrap()
+        .with_network_policy(loopback());
     let e = run(&remover, &photo).0.unwrap_err();
     assert!(matches!(e, PipelineError::InvalidOptions(_)), "{e:?}");
     assert!(e.is_bad_input());
@@ -107,6 +115,7 @@ fn request_is_rembg_multipart_with_the_options_as_form_fields() {
         Duration::from_secs(5),
     )
     .unwrap()
+    .with_network_policy(loopback())
     .with_post_process_mask(true);
     run(&remover, &photo).0.unwrap();
 
@@ -153,8 +162,9 @@ fn alpha_matting_asks_for_the_cutout_and_reads_its_alpha() {
             .unwrap();
         Reply::new(200, "image/png", png)
     });
-    let remover =
-        RemoteRemover::new(&server.url(), "u2netp", true, Duration::from_secs(5)).unwrap();
+    let remover = RemoteRemover::new(&server.url(), "u2netp", true, Duration::from_secs(5))
+        .unwrap()
+        .with_network_policy(loopback());
     let mask = run(&remover, &RgbImage::new(4, 4)).0.unwrap();
     assert_eq!(mask.get_pixel(1, 2).0[0], 180);
     assert_eq!(mask.get_pixel(0, 0).0[0], 0);
@@ -181,8 +191,9 @@ fn a_mask_of_another_size_is_resized_to_the_photo() {
         }
         Reply::new(200, "image/png", png_of_gray(&small))
     });
-    let remover =
-        RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5)).unwrap();
+    let remover = RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5))
+        .unwrap()
+        .with_network_policy(loopback());
     let mask = run(&remover, &RgbImage::new(200, 160)).0.unwrap();
     assert_eq!(mask.dimensions(), (200, 160));
     assert_eq!(mask.get_pixel(10, 80).0[0], 0);
@@ -192,8 +203,9 @@ fn a_mask_of_another_size_is_resized_to_the_photo() {
 #[test]
 fn http_500_is_a_retryable_backend_error() {
     let server = MockServer::start(|_, _| Reply::new(500, "text/plain", "Internal Server Error"));
-    let remover =
-        RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5)).unwrap();
+    let remover = RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5))
+        .unwrap()
+        .with_network_policy(loopback());
     let e = run(&remover, &RgbImage::new(16, 16)).0.unwrap_err();
     assert_retryable_backend(&e);
     let msg = e.to_string();
@@ -209,8 +221,9 @@ fn a_server_that_does_not_answer_in_time_is_a_retryable_timeout() {
     let server = MockServer::start(|_, _| {
         Reply::new(200, "image/png", Vec::new()).delayed(Duration::from_secs(5))
     });
-    let remover =
-        RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_millis(500)).unwrap();
+    let remover = RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_millis(500))
+        .unwrap()
+        .with_network_policy(loopback());
     let started = Instant::now();
     let e = run(&remover, &RgbImage::new(16, 16)).0.unwrap_err();
     let took = started.elapsed();
@@ -225,7 +238,9 @@ fn a_server_that_does_not_answer_in_time_is_a_retryable_timeout() {
 #[test]
 fn a_closed_port_is_a_retryable_connection_error() {
     let url = format!("http://{}", refused_address());
-    let remover = RemoteRemover::new(&url, "u2netp", false, Duration::from_secs(5)).unwrap();
+    let remover = RemoteRemover::new(&url, "u2netp", false, Duration::from_secs(5))
+        .unwrap()
+        .with_network_policy(loopback());
     let started = Instant::now();
     let e = run(&remover, &RgbImage::new(16, 16)).0.unwrap_err();
     assert_retryable_backend(&e);
@@ -236,8 +251,9 @@ fn a_closed_port_is_a_retryable_connection_error() {
 #[test]
 fn a_reply_that_is_not_an_image_is_a_backend_error() {
     let server = MockServer::start(|_, _| Reply::new(200, "text/html", "<html>proxy</html>"));
-    let remover =
-        RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5)).unwrap();
+    let remover = RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5))
+        .unwrap()
+        .with_network_policy(loopback());
     let e = run(&remover, &RgbImage::new(16, 16)).0.unwrap_err();
     assert_retryable_backend(&e);
     assert!(e.to_string().contains("not an image"), "{e}");
@@ -252,8 +268,9 @@ fn a_client_error_is_invalid_options_and_429_is_retryable() {
             Reply::new(429, "text/plain", "slow down")
         }
     });
-    let remover =
-        RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5)).unwrap();
+    let remover = RemoteRemover::new(&server.url(), "u2netp", false, Duration::from_secs(5))
+        .unwrap()
+        .with_network_policy(loopback());
     let e = run(&remover, &RgbImage::new(16, 16)).0.unwrap_err();
     assert!(matches!(e, PipelineError::InvalidOptions(_)), "{e:?}");
     assert!(e.to_string().contains("bad model"), "{e}");

@@ -32,6 +32,15 @@
 //! past [`GeminiConfig::total_timeout`] (each attempt's time-out is cut to the
 //! time left; a wait that would end past it is not started). Other statuses
 //! (400, 401, 403, 404, …) and malformed replies are never retried.
+//!
+//! Network: requests go through [`GeminiConfig::network`] (a
+//! [`NetworkPolicy`]): an endpoint on a non-public address the operator did not
+//! allow is refused ([`GeminiError::Refused`], never retried), checked at
+//! construction for literal IPs and after DNS resolution; the endpoint must be
+//! `https` unless its host is allowed by the policy. Redirects are never
+//! followed ([`GeminiError::Redirected`]), so the key is never sent to another
+//! host. The key travels only in the `x-goog-api-key` header (marked sensitive)
+//! and is cut out of every error text, even one a server echoes it in.
 
 mod expander;
 mod prompt;
@@ -47,6 +56,7 @@ use image::imageops::FilterType;
 use reqwest::blocking::Client;
 use url::Url;
 
+use crate::netguard::{self, NetworkPolicy, Redirects};
 use crate::remote::chain;
 
 pub use prompt::DEFAULT_PROMPT;
@@ -111,6 +121,10 @@ pub struct GeminiConfig {
     pub max_input_side: u32,
     /// The request body is kept under this many bytes.
     pub max_request_bytes: usize,
+    /// Which addresses the endpoint may resolve to (public only by default;
+    /// the runner reads it from `CLOTHJOB_ALLOWED_NETWORKS`). Plain `http` is
+    /// accepted only for a host this policy allows explicitly.
+    pub network: NetworkPolicy,
 }
 
 impl GeminiConfig {
@@ -131,6 +145,7 @@ impl GeminiConfig {
             max_backoff: Duration::from_secs(30),
             max_input_side: 3072,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            network: NetworkPolicy::public_only(),
         }
     }
 }
@@ -150,6 +165,7 @@ impl fmt::Debug for GeminiConfig {
             .field("max_backoff", &self.max_backoff)
             .field("max_input_side", &self.max_input_side)
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("network", &self.network.to_string())
             .finish()
     }
 }
@@ -210,6 +226,21 @@ pub enum GeminiError {
     /// base64, an image that does not decode).
     #[error("malformed reply from Gemini: {0}")]
     MalformedResponse(String),
+    /// The endpoint's address is not public and not allowed by
+    /// [`GeminiConfig::network`].
+    #[error("Gemini endpoint: {0}")]
+    Refused(String),
+    /// Gemini answered a redirect; it is not followed (the key must not reach
+    /// another host).
+    #[error(
+        "Gemini answered HTTP {status}, a redirect to {location}: redirects are not followed (the API key is never sent to another host); set gemini.endpoint to the final address"
+    )]
+    Redirected {
+        /// The 3xx status.
+        status: u16,
+        /// The `Location` header, without its query or credentials.
+        location: String,
+    },
     /// Every attempt failed with a retryable error, or the next wait would
     /// pass the total time cap.
     #[error("Gemini failed after {attempts} attempt(s) in {elapsed:.1?}: {last}")]
@@ -235,17 +266,23 @@ impl GeminiError {
             | Self::Image(_)
             | Self::Blocked { .. }
             | Self::NoImage { .. }
-            | Self::MalformedResponse(_) => false,
+            | Self::MalformedResponse(_)
+            | Self::Refused(_)
+            | Self::Redirected { .. } => false,
         }
     }
 
     /// True when the settings are at fault rather than the input or the
     /// server's load: bad settings, a rejected key (401, 403, or an
-    /// `API_KEY_*` reason), an unknown model (404), or replies that are not
-    /// the API's (a wrong endpoint). Never retryable.
+    /// `API_KEY_*` reason), an unknown model (404), replies that are not
+    /// the API's (a wrong endpoint), a refused address or a redirect. Never
+    /// retryable.
     pub fn is_settings_fault(&self) -> bool {
         match self {
-            Self::InvalidConfig(_) | Self::MalformedResponse(_) => true,
+            Self::InvalidConfig(_)
+            | Self::MalformedResponse(_)
+            | Self::Refused(_)
+            | Self::Redirected { .. } => true,
             Self::Http { status, reason, .. } => {
                 matches!(status, 401 | 403 | 404)
                     || reason.as_deref().is_some_and(|r| r.starts_with("API_KEY"))
@@ -257,8 +294,8 @@ impl GeminiError {
     /// A small bounded label for metrics and events: `InvalidOptions`,
     /// `Internal`, `Auth` (401/403, `API_KEY_*`), `RateLimited` (429), `Unavailable`
     /// (408, 5xx), `InvalidRequest` (other 4xx and 1xx/3xx), `Timeout`,
-    /// `Connection`, `Blocked`, `NoImage`, `MalformedResponse`; after retries,
-    /// the last error's.
+    /// `Connection`, `Blocked`, `NoImage`, `MalformedResponse`, `Refused`,
+    /// `Redirected`; after retries, the last error's.
     pub fn category(&self) -> &'static str {
         match self {
             Self::InvalidConfig(_) => "InvalidOptions",
@@ -279,6 +316,8 @@ impl GeminiError {
             Self::Blocked { .. } => "Blocked",
             Self::NoImage { .. } => "NoImage",
             Self::MalformedResponse(_) => "MalformedResponse",
+            Self::Refused(_) => "Refused",
+            Self::Redirected { .. } => "Redirected",
             Self::RetriesExhausted { last, .. } => last.category(),
         }
     }
@@ -288,6 +327,71 @@ impl GeminiError {
         match self {
             Self::Http { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// `self` with every occurrence of `secret` in its texts replaced by
+    /// `<redacted>` (a server may echo the key back in a message).
+    fn redacted(self, secret: &str) -> Self {
+        // Too short a "secret" would cut ordinary words (real keys are 39 characters).
+        if secret.len() < 6 {
+            return self;
+        }
+        let cut = |text: String| {
+            if text.contains(secret) {
+                text.replace(secret, "<redacted>")
+            } else {
+                text
+            }
+        };
+        let opt = |text: Option<String>| text.map(cut);
+        match self {
+            Self::InvalidConfig(t) => Self::InvalidConfig(cut(t)),
+            Self::Image(t) => Self::Image(cut(t)),
+            Self::Http {
+                status,
+                status_name,
+                message,
+                reason,
+                retry_after,
+            } => Self::Http {
+                status,
+                status_name: opt(status_name),
+                message: cut(message),
+                reason: opt(reason),
+                retry_after,
+            },
+            Self::Timeout(d) => Self::Timeout(d),
+            Self::Connection { endpoint, detail } => Self::Connection {
+                endpoint: cut(endpoint),
+                detail: cut(detail),
+            },
+            Self::Blocked { reason, message } => Self::Blocked {
+                reason: cut(reason),
+                message: opt(message),
+            },
+            Self::NoImage {
+                finish_reason,
+                text,
+            } => Self::NoImage {
+                finish_reason: cut(finish_reason),
+                text: opt(text),
+            },
+            Self::MalformedResponse(t) => Self::MalformedResponse(cut(t)),
+            Self::Refused(t) => Self::Refused(cut(t)),
+            Self::Redirected { status, location } => Self::Redirected {
+                status,
+                location: cut(location),
+            },
+            Self::RetriesExhausted {
+                attempts,
+                elapsed,
+                last,
+            } => Self::RetriesExhausted {
+                attempts,
+                elapsed,
+                last: Box::new(last.redacted(secret)),
+            },
         }
     }
 }
@@ -347,6 +451,8 @@ impl ExpandRequest<'_> {
 pub struct GeminiExpander {
     config: GeminiConfig,
     url: Url,
+    /// The request URL as shown in messages (no credentials, no query).
+    shown: String,
     /// Built on first use, on the calling (blocking) thread: a blocking client
     /// must not be built inside an async task.
     client: OnceLock<Client>,
@@ -381,19 +487,39 @@ impl GeminiExpander {
             )));
         }
         let base = Url::parse(config.endpoint.trim()).map_err(|e| {
-            GeminiError::InvalidConfig(format!("endpoint {:?}: {e}", config.endpoint))
+            GeminiError::InvalidConfig(format!(
+                "endpoint {:?}: {e}",
+                netguard::redact_url_str(&config.endpoint)
+            ))
         })?;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             return Err(GeminiError::InvalidConfig(format!(
-                "endpoint {base} must be http(s)://host[:port][/path]"
+                "endpoint {} must be http(s)://host[:port][/path]",
+                netguard::redact_url(&base)
             )));
         }
+        if base.scheme() == "http" && !config.network.explicitly_allows(&base) {
+            return Err(GeminiError::InvalidConfig(format!(
+                "endpoint {} must be https (plain http only to a host allowed with the \
+                 operator's --allowed-networks)",
+                netguard::redact_url(&base)
+            )));
+        }
+        // A literal IP never reaches the resolver: refuse it now.
+        config
+            .network
+            .check_url(&base)
+            .map_err(|e| GeminiError::Refused(e.to_string()))?;
         let url = format!(
             "{}/v1beta/models/{model}:generateContent",
             base.as_str().trim_end_matches('/')
         );
-        let url = Url::parse(&url)
-            .map_err(|e| GeminiError::InvalidConfig(format!("request URL {url:?}: {e}")))?;
+        let url = Url::parse(&url).map_err(|e| {
+            GeminiError::InvalidConfig(format!(
+                "request URL {:?}: {e}",
+                netguard::redact_url_str(&url)
+            ))
+        })?;
         if config.request_timeout.is_zero() || config.total_timeout.is_zero() {
             return Err(GeminiError::InvalidConfig(
                 "the time-outs must be above zero".to_owned(),
@@ -410,9 +536,11 @@ impl GeminiExpander {
                     .to_owned(),
             ));
         }
+        let shown = netguard::redact_url(&url);
         Ok(Self {
             config,
             url,
+            shown,
             client: OnceLock::new(),
             stage_start: OnceLock::new(),
         })
@@ -423,8 +551,12 @@ impl GeminiExpander {
         if let Some(client) = self.client.get() {
             return Ok(client);
         }
-        let client = Client::builder()
-            .connect_timeout(self.config.request_timeout.min(Duration::from_secs(15)))
+        let builder = Client::builder()
+            .connect_timeout(self.config.request_timeout.min(Duration::from_secs(15)));
+        let client = self
+            .config
+            .network
+            .guard_blocking(builder, Redirects::None)
             .build()
             .map_err(|e| {
                 GeminiError::InvalidConfig(format!("cannot build the HTTP client: {}", chain(&e)))
@@ -582,18 +714,44 @@ impl GeminiExpander {
         )))
     }
 
-    /// One request; the image of a successful reply.
+    /// One request; the image of a successful reply. No error text holds the key.
     fn attempt(&self, body: &[u8], timeout: Duration) -> Result<RgbaImage, GeminiError> {
+        let key = self.config.api_key.trim();
+        self.attempt_once(body, timeout, key)
+            .map_err(|e| e.redacted(key))
+    }
+
+    fn attempt_once(
+        &self,
+        body: &[u8],
+        timeout: Duration,
+        key: &str,
+    ) -> Result<RgbaImage, GeminiError> {
+        let mut key_header = reqwest::header::HeaderValue::from_str(key).map_err(|_| {
+            GeminiError::InvalidConfig("the API key is not a valid HTTP header value".to_owned())
+        })?;
+        key_header.set_sensitive(true);
         let sent = self
             .client()?
             .post(self.url.clone())
             .timeout(timeout)
-            .header("x-goog-api-key", &self.config.api_key)
+            .header("x-goog-api-key", key_header)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec())
             .send();
-        let response = sent.map_err(|e| self.transport_error(&e, timeout))?;
+        let response = sent.map_err(|e| self.transport_error(e, timeout))?;
         let status = response.status();
+        if status.is_redirection() {
+            let location = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| "(no Location)".to_owned(), netguard::redact_url_str);
+            return Err(GeminiError::Redirected {
+                status: status.as_u16(),
+                location,
+            });
+        }
         let header_delay = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
@@ -601,20 +759,23 @@ impl GeminiExpander {
             .and_then(wire::parse_retry_after);
         let bytes = response
             .bytes()
-            .map_err(|e| self.transport_error(&e, timeout))?;
+            .map_err(|e| self.transport_error(e, timeout))?;
         if !status.is_success() {
             return Err(wire::http_error(status.as_u16(), &bytes, header_delay));
         }
         wire::parse_reply(&bytes)
     }
 
-    fn transport_error(&self, e: &reqwest::Error, timeout: Duration) -> GeminiError {
+    fn transport_error(&self, e: reqwest::Error, timeout: Duration) -> GeminiError {
+        if let Some(refused) = netguard::refusal_in(&e) {
+            return GeminiError::Refused(refused);
+        }
         if e.is_timeout() {
             GeminiError::Timeout(timeout)
         } else {
             GeminiError::Connection {
-                endpoint: self.url.to_string(),
-                detail: chain(e),
+                endpoint: self.shown.clone(),
+                detail: chain(&e.without_url()),
             }
         }
     }

@@ -79,19 +79,31 @@ type Handler = dyn Fn(usize, &Recorded) -> Reply + Send + Sync;
 pub struct MockServer {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// The peers of the TCP connections accepted (a request or not), in order.
+    connections: Arc<Mutex<Vec<SocketAddr>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl MockServer {
     pub fn start(handler: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Self::start_on("127.0.0.1", handler)
+    }
+
+    /// A server on another loopback address (`127.0.0.2`, …).
+    pub fn start_on(
+        ip: &str,
+        handler: impl Fn(usize, &Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind((ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler: Arc<Handler> = Arc::new(handler);
         let counter = Arc::new(AtomicUsize::new(0));
         {
             let requests = requests.clone();
+            let connections = connections.clone();
             let stop = stop.clone();
             thread::spawn(move || {
                 for stream in listener.incoming() {
@@ -99,6 +111,9 @@ impl MockServer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    if let Ok(peer) = stream.peer_addr() {
+                        connections.lock().unwrap().push(peer);
+                    }
                     let (requests, handler, counter) =
                         (requests.clone(), handler.clone(), counter.clone());
                     thread::spawn(move || serve(stream, &requests, &*handler, &counter));
@@ -108,7 +123,33 @@ impl MockServer {
         Self {
             addr,
             requests,
+            connections,
             stop,
+        }
+    }
+
+    /// The TCP connections made to the server before this call, settled: a probe
+    /// connection is made and waited for (the listener accepts in order, so once
+    /// the probe is accepted every earlier connection is); the probe is not counted.
+    pub fn connections_so_far(&self) -> usize {
+        let probe = TcpStream::connect(self.addr).unwrap();
+        let me = probe.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(i) = self
+                .connections
+                .lock()
+                .unwrap()
+                .iter()
+                .position(|p| *p == me)
+            {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the probe connection was never accepted"
+            );
+            thread::yield_now();
         }
     }
 
@@ -220,6 +261,10 @@ fn serve(
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        401 => "Unauthorized",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
