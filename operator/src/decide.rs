@@ -1,25 +1,26 @@
 //! Decide: from a ClothJob and what was observed, the actions to take and the operator's
 //! status fields. Pure and level-triggered: the same inputs always give the same decision,
-//! whatever caused the reconcile.
+//! whatever caused the reconcile. Everything that must survive an operator restart (which
+//! Job is ours, which Events were sent) is read from and written to the status.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use clothjob_api::conditions::{self, COMPLETE, FAILED, RUNNING};
+use clothjob_api::conditions::{self, COMPLETE, FAILED, RUNNING, WAITING};
 use clothjob_api::{ClothJob, ClothJobStatus, Phase, StageState, contract};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::observe::Observed;
+use crate::pods::{self, Waiting};
 
 /// An Event to publish about the ClothJob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventSpec {
     /// Warning instead of Normal.
     pub warning: bool,
-    /// Short PascalCase reason (Started, StageCompleted, Retrying, Succeeded, Failed, ...).
+    /// Short PascalCase reason (Started, StageCompleted, Retrying, Succeeded, Failed, or a
+    /// waiting reason such as ImagePullBackOff).
     pub reason: String,
     /// Human readable note.
     pub note: String,
@@ -36,20 +37,37 @@ pub struct StageTiming {
     pub seconds: f64,
 }
 
+/// The operator-wide settings decisions depend on.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a runner pod may wait to start (image pulls, missing Secrets, scheduling)
+    /// before the ClothJob fails with the waiting reason.
+    pub pending_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            pending_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
 /// What to do for one ClothJob.
 #[derive(Clone, Debug, Default)]
 pub struct Decision {
     /// Create the runner Job (it does not exist and the ClothJob has not finished).
     pub create_job: bool,
+    /// Delete the runner Job (the ClothJob failed while its pod could not start).
+    pub delete_job: bool,
     /// The operator's status fields, when they differ from what is stored.
     pub status: Option<ClothJobStatus>,
-    /// Events to publish.
+    /// Events to publish (after the status is written: each is derived from a status
+    /// transition, so it is sent at most once, also across operator restarts).
     pub events: Vec<EventSpec>,
-    /// Stage completions announced by `events` (to remember, so each is announced once).
-    pub announced: Vec<String>,
     /// Stage timings to record (once, when the job completes).
     pub timings: Vec<StageTiming>,
-    /// Terminal result newly reached: ("Succeeded"|"Failed", reason, seconds since creation).
+    /// Terminal result newly reached: (phase, reason, seconds since creation).
     pub finished: Option<(Phase, String, f64)>,
     /// Delete the ClothJob (its TTL after finishing has passed).
     pub delete: bool,
@@ -65,6 +83,8 @@ pub fn operator_fields(s: &ClothJobStatus) -> ClothJobStatus {
         phase: s.phase,
         attempts: s.attempts,
         job_name: s.job_name.clone(),
+        job_uid: s.job_uid.clone(),
+        announced_stages: s.announced_stages.clone(),
         message: s.message.clone(),
         reason: s.reason.clone(),
         start_time: s.start_time.clone(),
@@ -85,36 +105,13 @@ fn job_condition<'a>(
         .find(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// The last failure of a runner pod: (exit code, termination message).
-fn last_pod_failure(pods: &[Pod]) -> Option<(i32, String)> {
-    pods.iter()
-        .filter_map(|p| {
-            let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
-            let cs = statuses
-                .iter()
-                .find(|c| c.name == contract::RUNNER_CONTAINER)?;
-            let t = cs.state.as_ref()?.terminated.as_ref()?;
-            (t.exit_code != 0).then(|| {
-                (
-                    t.finished_at.clone(),
-                    t.exit_code,
-                    t.message.clone().unwrap_or_default(),
-                )
-            })
-        })
-        .max_by_key(|(finished, _, _)| finished.as_ref().map(|t| t.0))
-        .map(|(_, code, msg)| (code, msg.trim().to_string()))
+/// Whether the Job reached a terminal condition.
+fn job_finished(job: &Job) -> bool {
+    job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some()
 }
 
-fn any_pod_running(pods: &[Pod]) -> bool {
-    pods.iter().any(|p| {
-        p.metadata.deletion_timestamp.is_none()
-            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-    })
-}
-
-fn failure_text(cur: &ClothJobStatus, pods: &[Pod]) -> Option<String> {
-    last_pod_failure(pods)
+fn failure_text(cur: &ClothJobStatus, observed: &Observed) -> Option<String> {
+    pods::last_failure(&observed.pods)
         .map(|(code, msg)| {
             if msg.is_empty() {
                 format!("runner exited with code {code}")
@@ -129,12 +126,53 @@ fn failure_text(cur: &ClothJobStatus, pods: &[Pod]) -> Option<String> {
         })
 }
 
-/// Decides what to do for `cj` given what was `observed` at `now`. `announced` holds the
-/// stage completions already announced as Events.
+/// The status being built, with the helpers every branch uses.
+struct Draft {
+    new: ClothJobStatus,
+    conds: Vec<Condition>,
+    generation: Option<i64>,
+    now: Time,
+}
+
+impl Draft {
+    fn set(&mut self, type_: &str, status: bool, reason: &str, msg: &str) {
+        conditions::set(
+            &mut self.conds,
+            type_,
+            status,
+            reason,
+            msg,
+            self.generation,
+            &self.now,
+        );
+    }
+
+    /// Terminal: Running and Waiting false, Complete or Failed true (the other false).
+    fn finish(&mut self, phase: Phase, reason: &str, msg: &str, done: Time) {
+        let succeeded = phase == Phase::Succeeded;
+        self.set(RUNNING, false, reason, msg);
+        if conditions::find(&self.conds, WAITING).is_some() {
+            self.set(WAITING, false, reason, msg);
+        }
+        self.set(COMPLETE, succeeded, reason, msg);
+        self.set(FAILED, !succeeded, reason, msg);
+        self.new.phase = Some(phase);
+        self.new.reason = Some(reason.to_string());
+        self.new.message = Some(msg.to_string());
+        self.new.completion_time = Some(done);
+    }
+
+    fn into_status(mut self, old: &ClothJobStatus) -> Option<ClothJobStatus> {
+        self.new.conditions = Some(self.conds);
+        (self.new != *old).then_some(self.new)
+    }
+}
+
+/// Decides what to do for `cj` given what was `observed` at `now`.
 pub fn decide(
     cj: &ClothJob,
     observed: &Observed,
-    announced: &BTreeSet<String>,
+    settings: &Settings,
     job_name: &str,
     now: Timestamp,
 ) -> Decision {
@@ -144,26 +182,122 @@ pub fn decide(
     }
     let cur = cj.status.clone().unwrap_or_default();
     let old = operator_fields(&cur);
-    let mut new = old.clone();
-    let now_t = Time(now);
-    let generation = cj.metadata.generation;
-    new.observed_generation = generation;
-    new.job_name = Some(job_name.to_string());
-    let mut conds = new.conditions.clone().unwrap_or_default();
-    let was_complete = conditions::is_true(&conds, COMPLETE);
-    let was_failed = conditions::is_true(&conds, FAILED);
-    let uid = cj.metadata.uid.clone().unwrap_or_default();
+    let mut draft = Draft {
+        new: old.clone(),
+        conds: old.conditions.clone().unwrap_or_default(),
+        generation: cj.metadata.generation,
+        now: Time(now),
+    };
+    draft.new.observed_generation = cj.metadata.generation;
+    draft.new.job_name = Some(job_name.to_string());
 
-    // Stage completions reported by the runner become Events, once per attempt and stage.
-    let attempt = cur.attempts.unwrap_or(0);
-    for s in cur
+    if conditions::is_true(&draft.conds, COMPLETE) || conditions::is_true(&draft.conds, FAILED) {
+        finished(cj, observed, &cur, now, &mut d);
+        d.status = draft.into_status(&old);
+        return d;
+    }
+
+    announce_stages(&cur, &mut draft, &mut d);
+
+    let job = match (&observed.job, &old.job_uid) {
+        (Some(job), Some(uid)) if job.metadata.uid.as_deref() != Some(uid.as_str()) => {
+            job_lost(cj, job_name, &mut draft, &mut d);
+            d.status = draft.into_status(&old);
+            return d;
+        }
+        (None, Some(_)) => {
+            job_lost(cj, job_name, &mut draft, &mut d);
+            d.status = draft.into_status(&old);
+            return d;
+        }
+        (None, None) => {
+            d.create_job = true;
+            draft.new.phase = Some(Phase::Pending);
+            draft.new.reason = Some("Pending".into());
+            draft.new.message = Some(format!("creating Job {job_name}"));
+            draft.set(RUNNING, false, "Pending", "waiting for a runner pod");
+            draft.set(WAITING, true, "Pending", "creating the runner Job");
+            d.status = draft.into_status(&old);
+            return d;
+        }
+        (Some(job), _) => job,
+    };
+    draft.new.job_uid = job.metadata.uid.clone().or(old.job_uid.clone());
+
+    let js = job.status.clone().unwrap_or_default();
+    let (active, failed, succeeded) = (
+        js.active.unwrap_or(0),
+        js.failed.unwrap_or(0),
+        js.succeeded.unwrap_or(0),
+    );
+    let attempts = old.attempts.unwrap_or(0).max(active + failed + succeeded);
+    draft.new.attempts = Some(attempts);
+    if draft.new.start_time.is_none() {
+        draft.new.start_time = pods::first_start(&observed.pods);
+    }
+
+    if job_condition(job, "Complete").is_some() {
+        succeeded_job(cj, job, &cur, attempts, &mut draft, &mut d);
+    } else if let Some(c) = job_condition(job, "Failed") {
+        let done = c.last_transition_time.clone().unwrap_or(draft.now.clone());
+        let (reason, msg) = failed_job(cj, c, &cur, observed, attempts);
+        draft.finish(Phase::Failed, &reason, &msg, done.clone());
+        d.events.push(EventSpec {
+            warning: true,
+            reason: "Failed".into(),
+            note: format!("{reason}: {msg}"),
+        });
+        d.finished = Some((Phase::Failed, reason, elapsed(cj, &done)));
+        d.requeue_after = ttl_requeue(cj);
+    } else {
+        in_progress(
+            cj, observed, settings, job_name, &cur, &old, attempts, failed, &mut draft, &mut d,
+        );
+    }
+    d.status = draft.into_status(&old);
+    d
+}
+
+/// A finished ClothJob: nothing more to run; a Job that has not finished (the ClothJob failed
+/// while its pod could not start) is deleted, and the TTL is honoured.
+fn finished(
+    cj: &ClothJob,
+    observed: &Observed,
+    cur: &ClothJobStatus,
+    now: Timestamp,
+    d: &mut Decision,
+) {
+    if observed.job.as_ref().is_some_and(|j| !job_finished(j)) {
+        d.delete_job = true;
+    }
+    if let (Some(ttl), Some(done)) = (
+        cj.spec.ttl_seconds_after_finished,
+        cur.completion_time.as_ref(),
+    ) {
+        let left_ms = done.0.as_millisecond() + i64::from(ttl) * 1000 - now.as_millisecond();
+        if left_ms <= 0 {
+            d.delete = true;
+        } else {
+            d.requeue_after = Some(Duration::from_millis(left_ms.unsigned_abs() + 200));
+        }
+    }
+}
+
+/// Stage completions reported by the runner become Events, once per run of a stage (keyed by
+/// stage and start time, remembered in `status.announcedStages`).
+fn announce_stages(cur: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
+    let done: Vec<_> = cur
         .stages
         .iter()
         .flatten()
         .filter(|s| s.state == StageState::Succeeded)
-    {
-        let key = format!("{uid}/{attempt}/{}", s.name);
-        if !announced.contains(&key) {
+        .collect();
+    let already = cur.announced_stages.clone().unwrap_or_default();
+    let mut keys = Vec::new();
+    for s in done {
+        let started = s.started_at.as_ref().map_or(0, |t| t.0.as_millisecond());
+        let key = format!("{}@{started}", s.name);
+        if !already.contains(&key) {
             let ms = s.duration_ms.unwrap_or(0);
             d.events.push(EventSpec {
                 warning: false,
@@ -175,211 +309,302 @@ pub fn decide(
                     s.backend.as_deref().unwrap_or("builtin")
                 ),
             });
-            d.announced.push(key);
         }
+        keys.push(key);
     }
-
-    if was_complete || was_failed {
-        // Finished: nothing more to run; only the TTL is left to honour.
-        if let (Some(ttl), Some(done)) = (
-            cj.spec.ttl_seconds_after_finished,
-            cur.completion_time.as_ref(),
-        ) {
-            let left_ms = done.0.as_millisecond() + i64::from(ttl) * 1000 - now.as_millisecond();
-            if left_ms <= 0 {
-                d.delete = true;
-            } else {
-                d.requeue_after = Some(Duration::from_millis(left_ms.unsigned_abs() + 200));
-            }
-        }
-        if new != old {
-            d.status = Some(new);
-        }
-        return d;
+    // Only the current attempt's stages are kept: the list stays bounded.
+    if !keys.is_empty() || cur.announced_stages.is_some() {
+        draft.new.announced_stages = Some(keys);
     }
+}
 
-    let Some(job) = observed.job.as_ref() else {
-        d.create_job = true;
-        new.phase = Some(Phase::Pending);
-        new.message = Some(format!("creating Job {job_name}"));
-        conditions::set(
-            &mut conds,
-            RUNNING,
-            false,
-            "Pending",
-            "waiting for a runner pod",
-            generation,
-            &now_t,
-        );
-        new.conditions = Some(conds);
-        if new != old {
-            d.status = Some(new);
-        }
-        return d;
-    };
-
-    let js = job.status.clone().unwrap_or_default();
-    let (active, failed, succeeded) = (
-        js.active.unwrap_or(0),
-        js.failed.unwrap_or(0),
-        js.succeeded.unwrap_or(0),
+/// The Job this ClothJob ran on vanished or was replaced: fail (never re-run beside pods of the
+/// old Job that may still be terminating).
+fn job_lost(cj: &ClothJob, job_name: &str, draft: &mut Draft, d: &mut Decision) {
+    let msg = format!(
+        "the Job {job_name} was deleted before it finished (not by the operator); \
+         not run again, as its pods may still be running"
     );
-    let attempts = old.attempts.unwrap_or(0).max(active + failed + succeeded);
-    new.attempts = Some(attempts);
-    if new.start_time.is_none() {
-        new.start_time = js.start_time.clone();
-    }
-    let max_attempts = cj.spec.retries.max(0) + 1;
+    let done = draft.now.clone();
+    draft.finish(Phase::Failed, "JobDeleted", &msg, done.clone());
+    d.events.push(EventSpec {
+        warning: true,
+        reason: "Failed".into(),
+        note: format!("JobDeleted: {msg}"),
+    });
+    d.finished = Some((Phase::Failed, "JobDeleted".into(), elapsed(cj, &done)));
+    d.requeue_after = ttl_requeue(cj);
+}
 
-    if let Some(c) = job_condition(job, "Complete") {
-        let done = js
-            .completion_time
-            .clone()
-            .or_else(|| c.last_transition_time.clone())
-            .unwrap_or(now_t.clone());
-        let n = cur.outputs.as_ref().map_or(0, Vec::len);
-        let msg = format!("{n} outputs written after {attempts} attempt(s)");
-        set_outcome(&mut conds, true, "Succeeded", &msg, generation, &now_t);
-        new.phase = Some(Phase::Succeeded);
-        new.reason = Some("Succeeded".into());
-        new.message = Some(msg.clone());
-        new.completion_time = Some(done.clone());
-        d.events.push(EventSpec {
-            warning: false,
-            reason: "Succeeded".into(),
-            note: msg,
-        });
-        d.timings = cur
-            .stages
-            .iter()
-            .flatten()
-            .filter(|s| s.state == StageState::Succeeded)
-            .map(|s| StageTiming {
-                stage: s.name.clone(),
-                backend: s.backend.clone().unwrap_or_else(|| "builtin".into()),
-                seconds: s.duration_ms.unwrap_or(0) as f64 / 1000.0,
-            })
-            .collect();
-        d.finished = Some((Phase::Succeeded, "Succeeded".into(), elapsed(cj, &done)));
-        d.requeue_after = ttl_requeue(cj);
-    } else if let Some(c) = job_condition(job, "Failed") {
-        let done = c.last_transition_time.clone().unwrap_or(now_t.clone());
-        let reason = match c.reason.as_deref() {
-            Some("PodFailurePolicy") => "BadInput",
-            Some("BackoffLimitExceeded") => "RetriesExhausted",
-            Some("DeadlineExceeded") => "DeadlineExceeded",
-            Some(other) if !other.is_empty() => other,
-            _ => "JobFailed",
+/// How long after the Job completed the runner's final status write may still be on its way
+/// into the watch cache; after that, a Complete Job without outputs is a failure.
+const OUTPUTS_GRACE: Duration = Duration::from_secs(30);
+
+fn succeeded_job(
+    cj: &ClothJob,
+    job: &Job,
+    cur: &ClothJobStatus,
+    attempts: i32,
+    draft: &mut Draft,
+    d: &mut Decision,
+) {
+    let js = job.status.clone().unwrap_or_default();
+    let done = js
+        .completion_time
+        .clone()
+        .or_else(|| job_condition(job, "Complete").and_then(|c| c.last_transition_time.clone()))
+        .unwrap_or(draft.now.clone());
+    let n = cur.outputs.as_ref().map_or(0, Vec::len);
+    if n == 0 && cj.spec.pipeline.encoding.enabled {
+        let waited_ms = draft.now.0.as_millisecond() - done.0.as_millisecond();
+        if waited_ms < OUTPUTS_GRACE.as_millis() as i64 {
+            d.requeue_after = Some(Duration::from_secs(1));
+            return;
         }
-        .to_string();
-        let detail = failure_text(&cur, &observed.pods);
-        let msg = match (reason.as_str(), detail) {
-            ("DeadlineExceeded", _) => format!(
-                "deadline of {} s exceeded after {attempts} attempt(s)",
-                cj.spec.active_deadline_seconds.unwrap_or(0)
-            ),
-            ("BadInput", Some(detail)) => format!("bad input: {detail}"),
-            (_, Some(detail)) => format!("failed after {attempts} attempt(s): {detail}"),
-            (_, None) => c
-                .message
-                .clone()
-                .unwrap_or_else(|| "the runner Job failed".into()),
-        };
-        set_outcome(&mut conds, false, &reason, &msg, generation, &now_t);
-        new.phase = Some(Phase::Failed);
-        new.reason = Some(reason.clone());
-        new.message = Some(msg.clone());
-        new.completion_time = Some(done.clone());
+        let msg = format!(
+            "the runner exited successfully but no outputs reached the status after {attempts} attempt(s)"
+        );
+        draft.finish(Phase::Failed, "OutputsMissing", &msg, done.clone());
         d.events.push(EventSpec {
             warning: true,
             reason: "Failed".into(),
-            note: format!("{reason}: {msg}"),
+            note: format!("OutputsMissing: {msg}"),
         });
-        d.finished = Some((Phase::Failed, reason, elapsed(cj, &done)));
+        d.finished = Some((Phase::Failed, "OutputsMissing".into(), elapsed(cj, &done)));
         d.requeue_after = ttl_requeue(cj);
-    } else {
-        let previous_failure = if failed > 0 {
-            failure_text(&cur, &observed.pods)
+        return;
+    }
+    let msg = format!("{n} outputs written after {attempts} attempt(s)");
+    draft.finish(Phase::Succeeded, "Succeeded", &msg, done.clone());
+    d.events.push(EventSpec {
+        warning: false,
+        reason: "Succeeded".into(),
+        note: msg,
+    });
+    d.timings = cur
+        .stages
+        .iter()
+        .flatten()
+        .filter(|s| s.state == StageState::Succeeded)
+        .map(|s| StageTiming {
+            stage: s.name.clone(),
+            backend: s.backend.clone().unwrap_or_else(|| "builtin".into()),
+            seconds: s.duration_ms.unwrap_or(0) as f64 / 1000.0,
+        })
+        .collect();
+    d.finished = Some((Phase::Succeeded, "Succeeded".into(), elapsed(cj, &done)));
+    d.requeue_after = ttl_requeue(cj);
+}
+
+/// The reason and message of a failed Job.
+fn failed_job(
+    cj: &ClothJob,
+    c: &k8s_openapi::api::batch::v1::JobCondition,
+    cur: &ClothJobStatus,
+    observed: &Observed,
+    attempts: i32,
+) -> (String, String) {
+    let exit = pods::last_failure(&observed.pods).map(|(code, _)| code);
+    let reason = match c.reason.as_deref() {
+        Some("PodFailurePolicy") if exit == Some(contract::EXIT_INVALID_SPEC) => "InvalidSpec",
+        Some("PodFailurePolicy") => "BadInput",
+        Some("BackoffLimitExceeded") => "RetriesExhausted",
+        Some("DeadlineExceeded") => "DeadlineExceeded",
+        Some(other) if !other.is_empty() => other,
+        _ => "JobFailed",
+    }
+    .to_string();
+    let detail = failure_text(cur, observed);
+    let msg = match (reason.as_str(), detail) {
+        ("DeadlineExceeded", _) => format!(
+            "deadline of {} s exceeded after {attempts} attempt(s)",
+            job_deadline(observed).unwrap_or(cj.spec.active_deadline_seconds.unwrap_or(0))
+        ),
+        ("BadInput", Some(detail)) => format!("bad input: {detail}"),
+        ("InvalidSpec", Some(detail)) => format!("invalid spec: {detail}"),
+        (_, Some(detail)) => format!("failed after {attempts} attempt(s): {detail}"),
+        (_, None) => c
+            .message
+            .clone()
+            .unwrap_or_else(|| "the runner Job failed".into()),
+    };
+    (reason, msg)
+}
+
+fn job_deadline(observed: &Observed) -> Option<i64> {
+    observed
+        .job
+        .as_ref()?
+        .spec
+        .as_ref()?
+        .active_deadline_seconds
+}
+
+/// A Job that has not finished: running, waiting for its pod, or waiting to retry.
+#[allow(clippy::too_many_arguments)]
+fn in_progress(
+    cj: &ClothJob,
+    observed: &Observed,
+    settings: &Settings,
+    job_name: &str,
+    cur: &ClothJobStatus,
+    old: &ClothJobStatus,
+    attempts: i32,
+    failed: i32,
+    draft: &mut Draft,
+    d: &mut Decision,
+) {
+    let max_attempts = cj.spec.retries.max(0) + 1;
+    let previous_failure = (failed > 0).then(|| failure_text(cur, observed)).flatten();
+    let with_failure = |msg: String| match &previous_failure {
+        Some(f) => format!("{msg}; last failure: {f}"),
+        None => msg,
+    };
+    let old_attempts = old.attempts.unwrap_or(0);
+    if attempts > old_attempts {
+        if old_attempts == 0 && failed == 0 {
+            d.events.push(EventSpec {
+                warning: false,
+                reason: "Started".into(),
+                note: format!("Job {job_name} started attempt 1 of {max_attempts}"),
+            });
         } else {
-            None
+            d.events.push(EventSpec {
+                warning: true,
+                reason: "Retrying".into(),
+                note: format!(
+                    "attempt {attempts} of {max_attempts} after: {}",
+                    previous_failure.as_deref().unwrap_or("a failed attempt")
+                ),
+            });
+        }
+    }
+    let waiting = pods::waiting(&observed.pods, &observed.failed_create, failed);
+    let old_waiting = conditions::find(&old.conditions.clone().unwrap_or_default(), WAITING)
+        .filter(|c| c.status == "True")
+        .cloned();
+
+    if let Some(w) = &waiting {
+        let since = old_waiting
+            .as_ref()
+            .map_or(draft.now.0, |c| c.last_transition_time.0);
+        let waited_ms = (draft.now.0.as_millisecond() - since.as_millisecond()).max(0);
+        let limit_ms = settings.pending_timeout.as_millis() as i64;
+        if waited_ms >= limit_ms {
+            pending_timed_out(cj, w, settings, draft, d);
+            return;
+        }
+        let msg = with_failure(if w.message.is_empty() {
+            format!("the runner pod is waiting: {}", w.reason)
+        } else {
+            format!("the runner pod is waiting: {}: {}", w.reason, w.message)
+        });
+        let phase = if old.start_time.is_some() || draft.new.start_time.is_some() || failed > 0 {
+            Phase::Running
+        } else {
+            Phase::Pending
         };
-        let running = any_pod_running(&observed.pods) || js.ready.unwrap_or(0) > 0;
-        let (phase, reason, msg) = match (running, failed, &previous_failure) {
-            (true, 0, _) => (
-                Phase::Running,
+        draft.set(RUNNING, false, &w.reason, &msg);
+        draft.set(WAITING, true, &w.reason, &msg);
+        draft.new.phase = Some(phase);
+        draft.new.reason = Some(w.reason.clone());
+        draft.new.message = Some(msg.clone());
+        let reason_changed =
+            old_waiting.as_ref().map(|c| c.reason.as_str()) != Some(w.reason.as_str());
+        if w.is_problem() && reason_changed {
+            d.events.push(EventSpec {
+                warning: true,
+                reason: w.reason.clone(),
+                note: msg,
+            });
+        }
+        d.requeue_after = Some(Duration::from_millis(
+            (limit_ms - waited_ms).max(0).unsigned_abs() + 200,
+        ));
+    } else {
+        let running = pods::any_running(&observed.pods);
+        let (reason, msg) = match (running, failed) {
+            (true, 0) => (
                 "Started",
                 format!("attempt {attempts} of {max_attempts} running"),
             ),
-            (true, _, _) => (
-                Phase::Running,
+            (true, _) => (
                 "Retrying",
                 format!("attempt {attempts} of {max_attempts} running"),
             ),
-            (false, 0, _) => (
-                Phase::Pending,
-                "Pending",
-                "waiting for the runner pod to start".to_string(),
-            ),
-            (false, _, _) => (
-                Phase::Running,
+            (false, _) => (
                 "Retrying",
                 format!("waiting to retry ({failed} of {max_attempts} attempts failed)"),
             ),
         };
-        let msg = match &previous_failure {
-            Some(f) => format!("{msg}; last failure: {f}"),
-            None => msg,
-        };
-        conditions::set(
-            &mut conds,
-            RUNNING,
-            phase == Phase::Running,
-            reason,
-            &msg,
-            generation,
-            &now_t,
-        );
-        new.phase = Some(phase);
-        new.message = Some(msg);
-        let old_attempts = old.attempts.unwrap_or(0);
-        if attempts > old_attempts {
-            if old_attempts == 0 && failed == 0 {
-                d.events.push(EventSpec {
-                    warning: false,
-                    reason: "Started".into(),
-                    note: format!("Job {job_name} started attempt 1 of {max_attempts}"),
-                });
-            } else {
-                d.events.push(EventSpec {
-                    warning: true,
-                    reason: "Retrying".into(),
-                    note: format!(
-                        "attempt {attempts} of {max_attempts} after: {}",
-                        previous_failure.as_deref().unwrap_or("a failed attempt")
-                    ),
-                });
-            }
+        let msg = with_failure(msg);
+        draft.set(RUNNING, running, reason, &msg);
+        if conditions::find(&draft.conds, WAITING).is_some() {
+            draft.set(WAITING, false, reason, &msg);
         }
+        draft.new.phase = Some(Phase::Running);
+        draft.new.reason = Some(reason.to_string());
+        draft.new.message = Some(msg);
     }
-    new.conditions = Some(conds);
-    if new != old {
-        d.status = Some(new);
-    }
-    d
 }
 
-/// Sets the terminal conditions: Running false, and Complete or Failed true (the other false).
-fn set_outcome(
-    conds: &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-    succeeded: bool,
-    reason: &str,
-    msg: &str,
-    generation: Option<i64>,
-    now: &Time,
+/// The runner pod waited longer than the pending time-out: fail with its waiting reason and
+/// delete the Job (its pod would wait forever).
+fn pending_timed_out(
+    cj: &ClothJob,
+    w: &Waiting,
+    settings: &Settings,
+    draft: &mut Draft,
+    d: &mut Decision,
 ) {
-    conditions::set(conds, RUNNING, false, reason, msg, generation, now);
-    conditions::set(conds, COMPLETE, succeeded, reason, msg, generation, now);
-    conditions::set(conds, FAILED, !succeeded, reason, msg, generation, now);
+    let mut msg = format!(
+        "the runner pod did not start within {} s: {}",
+        settings.pending_timeout.as_secs(),
+        w.reason
+    );
+    if !w.message.is_empty() {
+        msg = format!("{msg}: {}", w.message);
+    }
+    let done = draft.now.clone();
+    draft.finish(Phase::Failed, &w.reason, &msg, done.clone());
+    d.delete_job = true;
+    d.events.push(EventSpec {
+        warning: true,
+        reason: "Failed".into(),
+        note: format!("{}: {msg}", w.reason),
+    });
+    d.finished = Some((Phase::Failed, w.reason.clone(), elapsed(cj, &done)));
+    d.requeue_after = ttl_requeue(cj);
+}
+
+/// The decision for a ClothJob whose spec the operator or the apiserver refuses: Failed with
+/// reason InvalidSpec and a Warning Event.
+pub fn invalid_spec(cj: &ClothJob, job_name: &str, detail: &str, now: Timestamp) -> Decision {
+    let mut d = Decision::default();
+    let cur = cj.status.clone().unwrap_or_default();
+    let old = operator_fields(&cur);
+    if conditions::is_true(old.conditions.as_deref().unwrap_or_default(), FAILED) {
+        return d;
+    }
+    let mut draft = Draft {
+        new: old.clone(),
+        conds: old.conditions.clone().unwrap_or_default(),
+        generation: cj.metadata.generation,
+        now: Time(now),
+    };
+    draft.new.observed_generation = cj.metadata.generation;
+    draft.new.job_name = Some(job_name.to_string());
+    let done = draft.now.clone();
+    draft.finish(Phase::Failed, "InvalidSpec", detail, done.clone());
+    d.events.push(EventSpec {
+        warning: true,
+        reason: "Failed".into(),
+        note: format!("InvalidSpec: {detail}"),
+    });
+    d.finished = Some((Phase::Failed, "InvalidSpec".into(), elapsed(cj, &done)));
+    d.requeue_after = ttl_requeue(cj);
+    d.status = draft.into_status(&old);
+    d
 }
 
 /// Reconcile again once the TTL after finishing has passed (just finished now).

@@ -1,9 +1,11 @@
-//! Observe: reads what exists for a ClothJob (its Job and the Job's pods).
+//! Observe: what exists for a ClothJob (its Job, the Job's pods, the Job controller's
+//! FailedCreate Events), read from the controller's watch caches. The one live read is the
+//! confirmation that a Job the status names is really gone (a cache can lag behind a create).
 
 use clothjob_api::ClothJob;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 
 use crate::error::Error;
@@ -16,37 +18,74 @@ pub struct Observed {
     pub job: Option<Job>,
     /// The pods of that Job, in any state.
     pub pods: Vec<Pod>,
+    /// The Job controller's FailedCreate Events about that Job (it could not create a pod).
+    pub failed_create: Vec<CoreEvent>,
 }
 
-/// Reads the Job and its pods.
-pub async fn observe(client: &Client, cj: &ClothJob) -> Result<Observed, Error> {
+/// The watch caches of one controller scope.
+#[derive(Clone)]
+pub struct Caches {
+    /// Jobs made by the operator.
+    pub jobs: Store<Job>,
+    /// Runner pods (made by those Jobs).
+    pub pods: Store<Pod>,
+    /// FailedCreate Events about Jobs.
+    pub failed_create: Store<CoreEvent>,
+}
+
+/// Reads the Job, its pods and its FailedCreate Events from the caches.
+pub async fn observe(client: &Client, caches: &Caches, cj: &ClothJob) -> Result<Observed, Error> {
     let ns = cj
         .metadata
         .namespace
         .as_deref()
         .ok_or(Error::MissingMetadata("namespace"))?;
-    let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    let job = jobs
-        .get_opt(&job_name(cj)?)
-        .await
-        .map_err(|source| Error::Observe {
+    let name = job_name(cj)?;
+    let mut job = caches
+        .jobs
+        .get(&ObjectRef::new(&name).within(ns))
+        .map(|j| (*j).clone());
+    let recorded = cj.status.as_ref().and_then(|s| s.job_uid.as_deref());
+    let cached_uid = job.as_ref().and_then(|j| j.metadata.uid.as_deref());
+    if recorded.is_some() && cached_uid != recorded {
+        // The status names a Job the cache does not have (yet): ask the apiserver.
+        let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
+        job = jobs.get_opt(&name).await.map_err(|source| Error::Observe {
             what: "Job",
             source,
         })?;
-    let pods = match job.as_ref().and_then(|j| j.metadata.uid.as_deref()) {
-        Some(uid) => {
-            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-            let lp =
-                ListParams::default().labels(&format!("batch.kubernetes.io/controller-uid={uid}"));
-            api.list(&lp)
-                .await
-                .map_err(|source| Error::Observe {
-                    what: "pods",
-                    source,
-                })?
-                .items
-        }
-        None => Vec::new(),
+    }
+    let Some(uid) = job.as_ref().and_then(|j| j.metadata.uid.clone()) else {
+        return Ok(Observed {
+            job,
+            ..Default::default()
+        });
     };
-    Ok(Observed { job, pods })
+    let pods = caches
+        .pods
+        .state()
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace.as_deref() == Some(ns)
+                && p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("batch.kubernetes.io/controller-uid"))
+                    .map(String::as_str)
+                    == Some(uid.as_str())
+        })
+        .map(|p| (**p).clone())
+        .collect();
+    let failed_create = caches
+        .failed_create
+        .state()
+        .iter()
+        .filter(|e| e.involved_object.uid.as_deref() == Some(uid.as_str()))
+        .map(|e| (**e).clone())
+        .collect();
+    Ok(Observed {
+        job,
+        pods,
+        failed_create,
+    })
 }

@@ -1,28 +1,32 @@
 //! The reconcile driver: observe → decide → apply → status, plus the controller's wiring.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use clothjob_api::{ClothJob, Phase, contract};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::config::OperatorConfig;
-use crate::decide::{Decision, decide};
+use crate::decide::{Decision, Settings, decide, invalid_spec, operator_fields};
 use crate::error::Error;
 use crate::job::{build_job, job_name};
 use crate::metrics::Metrics;
-use crate::observe::observe;
+use crate::observe::{Caches, observe};
 
-/// Shared state of the reconciler.
+/// Shared state of the reconciler. Nothing here has to survive a restart: what matters is in
+/// each ClothJob's status; the caches refill from the apiserver and the back-off counters
+/// start again.
 pub struct Context {
     /// Client of the operator's identity.
     pub client: Client,
@@ -32,10 +36,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Metrics.
     pub metrics: Metrics,
-    /// Stage completions already announced as Events (uid/attempt/stage).
-    announced: Mutex<BTreeSet<String>>,
-    /// Namespaces whose runner service account and RoleBinding are in place.
-    runner_access: Mutex<HashSet<String>>,
+    /// Watch caches per controller scope (a namespace, or `*` for all).
+    caches: RwLock<HashMap<String, Caches>>,
+    /// Consecutive failed reconciles per ClothJob (for the exponential back-off).
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
@@ -50,32 +54,120 @@ impl Context {
             client,
             config,
             metrics,
-            announced: Mutex::new(BTreeSet::new()),
-            runner_access: Mutex::new(HashSet::new()),
+            caches: RwLock::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
     }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            pending_timeout: Duration::from_secs(self.config.pending_timeout_seconds),
+        }
+    }
+
+    /// The caches of the scope that holds `namespace`.
+    fn caches_for(&self, namespace: &str) -> Result<Caches, Error> {
+        let map = self
+            .caches
+            .read()
+            .map_err(|_| Error::MissingMetadata("watch cache"))?;
+        map.get(namespace)
+            .or_else(|| map.get("*"))
+            .cloned()
+            .ok_or(Error::MissingMetadata("watch cache"))
+    }
+}
+
+/// The key of a ClothJob in the back-off table.
+fn key(cj: &ClothJob) -> String {
+    format!("{}/{}", cj.namespace().unwrap_or_default(), cj.name_any())
 }
 
 /// Reconciles one ClothJob.
 pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let observed = observe(&ctx.client, &cj).await?;
+    let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    let caches = ctx.caches_for(&ns)?;
+    let observed = observe(&ctx.client, &caches, &cj).await?;
     let name = job_name(&cj)?;
-    let announced = ctx.announced.lock().map(|a| a.clone()).unwrap_or_default();
-    let decision = decide(&cj, &observed, &announced, &name, Timestamp::now());
-    apply(&cj, &decision, &ctx).await?;
+    let mut decision = decide(&cj, &observed, &ctx.settings(), &name, Timestamp::now());
+    match create(&cj, &decision, &ctx).await {
+        Ok(Some(uid)) => {
+            let mut status = decision
+                .status
+                .take()
+                .unwrap_or_else(|| operator_fields(&cj.status.clone().unwrap_or_default()));
+            status.job_uid = Some(uid);
+            decision.status = Some(status);
+        }
+        Ok(None) => {}
+        Err(e) => match e.permanent_reason() {
+            Some(detail) => {
+                tracing::warn!(namespace = %ns, name = %cj.name_any(), error = %e, "invalid spec");
+                decision = invalid_spec(&cj, &name, &detail, Timestamp::now());
+            }
+            None => return Err(e),
+        },
+    }
     write_status(&cj, &decision, &ctx).await?;
+    cleanup(&cj, &decision, &name, &ctx).await?;
     publish(&cj, &decision, &ctx).await;
     record(&decision, &ctx);
     ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
+    if let Ok(mut f) = ctx.failures.lock() {
+        f.remove(&key(&cj));
+    }
     Ok(match decision.requeue_after {
-        Some(after) => Action::requeue(after),
+        Some(after) => Action::requeue(after.min(Duration::from_secs(ctx.config.resync_seconds))),
         None => Action::requeue(Duration::from_secs(ctx.config.resync_seconds)),
     })
 }
 
-/// Apply: create the Job (and the runner's access) or delete an expired ClothJob.
-async fn apply(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), Error> {
+/// Creates the runner Job (and the runner's access) when decided; returns the Job's uid.
+async fn create(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<Option<String>, Error> {
+    if !d.create_job || d.delete {
+        return Ok(None);
+    }
     let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    // The operator's policy first (InvalidSpec creates nothing), then the per-job identity.
+    crate::job::check_runner_policy(cj, &ctx.config)?;
+    crate::access::ensure_runner_access(&ctx.client, cj).await?;
+    let job = build_job(cj, &ctx.config)?;
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let created = match jobs.create(&PostParams::default(), &job).await {
+        Ok(j) => {
+            tracing::info!(namespace = %ns, job = %name, "created Job");
+            j
+        }
+        // Already there (a cache behind a create, a restart): the same Job, nothing to do.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            jobs.get(&name).await.map_err(|source| Error::Observe {
+                what: "Job",
+                source,
+            })?
+        }
+        Err(source) => return Err(Error::CreateJob { name, source }),
+    };
+    Ok(created.metadata.uid)
+}
+
+/// After the status is written: deletes a Job whose ClothJob failed before its pod could
+/// start, and a finished ClothJob whose TTL has passed.
+async fn cleanup(cj: &ClothJob, d: &Decision, job: &str, ctx: &Context) -> Result<(), Error> {
+    let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
+    if d.delete_job && !d.delete {
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+        match jobs.delete(job, &DeleteParams::background()).await {
+            Ok(_) => tracing::info!(namespace = %ns, %job, "deleted the Job of a failed ClothJob"),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => {
+                return Err(Error::DeleteJob {
+                    name: job.to_string(),
+                    source,
+                });
+            }
+        }
+    }
     if d.delete {
         let api: Api<ClothJob> = Api::namespaced(ctx.client.clone(), &ns);
         match api
@@ -86,66 +178,6 @@ async fn apply(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), Error> 
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => return Err(Error::DeleteExpired(e)),
         }
-        return Ok(());
-    }
-    if d.create_job {
-        if cj.spec.runner.service_account_name.is_none() {
-            ensure_runner_access(&ns, ctx).await?;
-        }
-        let job = build_job(cj, &ctx.config)?;
-        let name = job.metadata.name.clone().unwrap_or_default();
-        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
-        match jobs.create(&PostParams::default(), &job).await {
-            Ok(_) => tracing::info!(namespace = %ns, job = %name, "created Job"),
-            // Already there (a duplicate event, a restart): the same Job, nothing to do.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(source) => return Err(Error::CreateJob { name, source }),
-        }
-    }
-    Ok(())
-}
-
-/// Keeps the default runner service account and its RoleBinding in a namespace.
-async fn ensure_runner_access(ns: &str, ctx: &Context) -> Result<(), Error> {
-    if ctx
-        .runner_access
-        .lock()
-        .map(|s| s.contains(ns))
-        .unwrap_or(false)
-    {
-        return Ok(());
-    }
-    let sa_name = &ctx.config.runner_service_account;
-    let labels = serde_json::json!({
-        "app.kubernetes.io/name": contract::APP_NAME,
-        "app.kubernetes.io/managed-by": contract::MANAGED_BY,
-    });
-    let sa = serde_json::json!({
-        "apiVersion": "v1", "kind": "ServiceAccount",
-        "metadata": { "name": sa_name, "namespace": ns, "labels": labels },
-    });
-    let rb = serde_json::json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": { "name": sa_name, "namespace": ns, "labels": labels },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ctx.config.runner_cluster_role },
-        "subjects": [{ "kind": "ServiceAccount", "name": sa_name, "namespace": ns }],
-    });
-    let pp = PatchParams::apply(contract::OPERATOR_MANAGER).force();
-    let err = |source| Error::EnsureRunnerAccess {
-        namespace: ns.to_string(),
-        source,
-    };
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(ctx.client.clone(), ns);
-    sas.patch(sa_name, &pp, &Patch::Apply(&sa))
-        .await
-        .map_err(err)?;
-    let rbs: Api<k8s_openapi::api::rbac::v1::RoleBinding> = Api::namespaced(ctx.client.clone(), ns);
-    rbs.patch(sa_name, &pp, &Patch::Apply(&rb))
-        .await
-        .map_err(err)?;
-    if let Ok(mut s) = ctx.runner_access.lock() {
-        s.insert(ns.to_string());
     }
     Ok(())
 }
@@ -192,9 +224,6 @@ async fn publish(cj: &ClothJob, d: &Decision, ctx: &Context) {
             tracing::warn!(error = %err, reason = %e.reason, "publishing event");
         }
     }
-    if let Ok(mut a) = ctx.announced.lock() {
-        a.extend(d.announced.iter().cloned());
-    }
 }
 
 /// Records finished jobs and their stage timings.
@@ -222,14 +251,56 @@ fn record(d: &Decision, ctx: &Context) {
     }
 }
 
-fn error_policy(_cj: Arc<ClothJob>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, category = error.category(), "reconcile failed");
+/// The back-off after `n` consecutive failed reconciles: 1 s doubling to at most 5 minutes.
+pub fn backoff(n: u32) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+/// Transient errors back off exponentially per ClothJob; the first failure and every tenth
+/// after it are also told to the user as a Warning Event (never silence).
+fn error_policy(cj: Arc<ClothJob>, error: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(key(&cj)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = backoff(n);
+    tracing::warn!(%error, category = error.category(), failures = n, retry_in_s = delay.as_secs(), "reconcile failed");
     ctx.metrics.reconciles.with_label_values(&["error"]).inc();
     ctx.metrics
         .reconcile_errors
         .with_label_values(&[error.category()])
         .inc();
-    Action::requeue(Duration::from_secs(5))
+    if n == 1 || n.is_multiple_of(10) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "ReconcileFailed".into(),
+            note: Some(
+                format!(
+                    "{}: {error} (attempt {n}; retrying in {} s)",
+                    error.category(),
+                    delay.as_secs()
+                )
+                .chars()
+                .take(1000)
+                .collect(),
+            ),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        let reference = cj.object_ref(&());
+        let recorder = ctx.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::debug!(error = %e, "publishing the error event");
+            }
+        });
+    }
+    Action::requeue(delay)
 }
 
 /// Runs the controller until `shutdown` resolves; sets `ready` once caches are synced.
@@ -266,7 +337,44 @@ pub async fn run_controller(
     .await;
 }
 
-/// One controller over one namespace (`None`: all namespaces).
+/// The ClothJob a Job belongs to (its controller owner reference).
+fn owner_of(job: &Job) -> Option<ObjectRef<ClothJob>> {
+    let owner = job
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "ClothJob")?;
+    Some(ObjectRef::new(&owner.name).within(job.metadata.namespace.as_deref()?))
+}
+
+/// The ClothJob of a Job named in the same namespace, through the Job cache.
+fn owner_via(
+    jobs: &Store<Job>,
+    namespace: Option<&str>,
+    job: Option<&str>,
+) -> Option<ObjectRef<ClothJob>> {
+    let job = jobs.get(&ObjectRef::new(job?).within(namespace?))?;
+    owner_of(&job)
+}
+
+/// Polls a store until its first list is in (the readiness signal wakes only its most recent
+/// waiter, so wait in short rounds).
+async fn synced<K: Resource + Clone + 'static>(store: &Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(Ok(())) => return true,
+            Ok(Err(_)) => return false,
+            Err(_) => {}
+        }
+    }
+}
+
+/// One controller over one namespace (`None`: all namespaces), fed by watch caches of the
+/// operator's Jobs, their pods and the Job controller's FailedCreate Events.
 async fn run_scope(
     ctx: Arc<Context>,
     scope: Option<String>,
@@ -275,36 +383,84 @@ async fn run_scope(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = ctx.client.clone();
-    let (cjs, jobs): (Api<ClothJob>, Api<Job>) = match &scope {
-        None => (Api::all(client.clone()), Api::all(client)),
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client, ns),
-        ),
-    };
+    let (cjs, jobs, pods, events): (Api<ClothJob>, Api<Job>, Api<Pod>, Api<CoreEvent>) =
+        match &scope {
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client),
+            ),
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client, ns),
+            ),
+        };
     let owned = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={}",
         contract::MANAGED_BY
     ));
-    let controller =
-        Controller::new(cjs, watcher::Config::default().any_semantic()).owns(jobs, owned);
-    let store = controller.store();
+    let failed_create =
+        watcher::Config::default().fields("involvedObject.kind=Job,reason=FailedCreate");
+    let (job_store, job_writer) = reflector::store::<Job>();
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (event_store, event_writer) = reflector::store::<CoreEvent>();
+    let job_stream = watcher(jobs, owned.clone())
+        .default_backoff()
+        .reflect(job_writer)
+        .touched_objects();
+    let pod_stream = watcher(pods, owned)
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
+    let event_stream = watcher(events, failed_create)
+        .default_backoff()
+        .reflect(event_writer)
+        .touched_objects();
     let label = scope.clone().unwrap_or_else(|| "*".to_string());
+    if let Ok(mut map) = ctx.caches.write() {
+        map.insert(
+            label.clone(),
+            Caches {
+                jobs: job_store.clone(),
+                pods: pod_store.clone(),
+                failed_create: event_store.clone(),
+            },
+        );
+    }
+    let controller = Controller::new(cjs, watcher::Config::default().any_semantic());
+    let cj_store = controller.store();
+    let (for_pods, for_events) = (job_store.clone(), job_store.clone());
+    let controller = controller
+        .owns_stream(job_stream)
+        .watches_stream(pod_stream, move |pod: Pod| {
+            let job = pod
+                .metadata
+                .owner_references
+                .as_ref()
+                .and_then(|o| o.iter().find(|o| o.kind == "Job"))
+                .map(|o| o.name.clone());
+            owner_via(&for_pods, pod.metadata.namespace.as_deref(), job.as_deref())
+        })
+        .watches_stream(event_stream, move |e: CoreEvent| {
+            owner_via(
+                &for_events,
+                e.involved_object.namespace.as_deref(),
+                e.involved_object.name.as_deref(),
+            )
+        });
     tokio::spawn(async move {
-        // The store's readiness signal wakes only its most recent waiter (the controller's
-        // own), so poll it again every so often instead of waiting once.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    tracing::info!(namespace = %label, "cache synced");
-                    if unsynced.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        ready.store(true, Ordering::Relaxed);
-                        tracing::info!("caches synced; ready");
-                    }
-                    return;
-                }
-                Ok(Err(_)) => return,
-                Err(_) => {}
+        let all = synced(&cj_store).await
+            && synced(&job_store).await
+            && synced(&pod_store).await
+            && synced(&event_store).await;
+        if all {
+            tracing::info!(namespace = %label, "caches synced");
+            if unsynced.fetch_sub(1, Ordering::AcqRel) == 1 {
+                ready.store(true, Ordering::Relaxed);
+                tracing::info!("caches synced; ready");
             }
         }
     });

@@ -3,15 +3,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
 
-use std::collections::BTreeSet;
 use std::path::Path;
+use std::time::Duration;
 
 use clothjob_api::ClothJob;
 use clothjob_api::conditions;
-use clothjob_operator::decide::decide;
+use clothjob_operator::decide::{Settings, decide};
 use clothjob_operator::observe::Observed;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
@@ -27,7 +27,7 @@ fn merge(base: &mut Value, patch: &Value) {
     }
 }
 
-fn load(path: &Path) -> (ClothJob, Observed, BTreeSet<String>, Timestamp, Value) {
+fn load(path: &Path) -> (ClothJob, Observed, Settings, Timestamp, Value) {
     let dir = path.parent().unwrap();
     let mut cj: Value =
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("_base.yaml")).unwrap()).unwrap();
@@ -61,16 +61,30 @@ fn load(path: &Path) -> (ClothJob, Observed, BTreeSet<String>, Timestamp, Value)
                 .collect()
         })
         .unwrap_or_default();
-    let announced = fx
-        .get("announced")
+    let failed_create = fx
+        .get("failedCreate")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(String::from)
+        .map(|es| {
+            es.iter()
+                .map(|e| {
+                    let mut base = serde_json::json!({
+                        "metadata": {"name": "tshirt-3f2a9c1b.1", "namespace": "closet"},
+                        "involvedObject": {"kind": "Job", "name": "tshirt-3f2a9c1b", "uid": "job-uid"},
+                        "reason": "FailedCreate",
+                    });
+                    merge(&mut base, e);
+                    serde_json::from_value::<CoreEvent>(base).unwrap()
+                })
                 .collect()
         })
         .unwrap_or_default();
+    let settings = Settings {
+        pending_timeout: Duration::from_secs(
+            fx.get("pendingTimeoutSeconds")
+                .and_then(Value::as_u64)
+                .unwrap_or(600),
+        ),
+    };
     let now: Timestamp = fx
         .get("now")
         .and_then(Value::as_str)
@@ -78,17 +92,61 @@ fn load(path: &Path) -> (ClothJob, Observed, BTreeSet<String>, Timestamp, Value)
         .parse()
         .unwrap();
     let expect = fx.get("expect").cloned().unwrap_or(Value::Null);
-    (cj, Observed { job, pods }, announced, now, expect)
+    (
+        cj,
+        Observed {
+            job,
+            pods,
+            failed_create,
+        },
+        settings,
+        now,
+        expect,
+    )
 }
 
 fn check(path: &Path) {
     let name = path.file_name().unwrap().to_string_lossy().to_string();
-    let (cj, observed, announced, now, expect) = load(path);
-    let d = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
+    let (cj, observed, settings, now, expect) = load(path);
+    let d = decide(&cj, &observed, &settings, "tshirt-3f2a9c1b", now);
     let ctx = |what: &str| format!("{name}: {what}; decision = {d:#?}");
+    let status = d.status.clone().or(cj.status.clone()).unwrap_or_default();
 
     if let Some(v) = expect.get("createJob").and_then(Value::as_bool) {
         assert_eq!(d.create_job, v, "{}", ctx("createJob"));
+    }
+    if let Some(v) = expect.get("deleteJob").and_then(Value::as_bool) {
+        assert_eq!(d.delete_job, v, "{}", ctx("deleteJob"));
+    }
+    if let Some(v) = expect.get("jobUid").and_then(Value::as_str) {
+        assert_eq!(status.job_uid.as_deref(), Some(v), "{}", ctx("jobUid"));
+    }
+    if let Some(v) = expect.get("startTime").and_then(Value::as_str) {
+        assert_eq!(
+            status.start_time.as_ref().map(|t| t.0.to_string()),
+            Some(v.to_string()),
+            "{}",
+            ctx("startTime")
+        );
+    }
+    if let Some(map) = expect.get("conditionReasons").and_then(Value::as_object) {
+        let conds = status.conditions.clone().unwrap_or_default();
+        for (t, want) in map {
+            let got = conditions::find(&conds, t).map(|c| c.reason.clone());
+            assert_eq!(
+                got.as_deref(),
+                want.as_str(),
+                "{}",
+                ctx(&format!("reason of {t}"))
+            );
+        }
+    }
+    if let Some(v) = expect.get("requeueAtMostSeconds").and_then(Value::as_u64) {
+        assert!(
+            d.requeue_after.is_some_and(|r| r <= Duration::from_secs(v)),
+            "{}",
+            ctx("requeueAtMostSeconds")
+        );
     }
     if let Some(v) = expect.get("delete").and_then(Value::as_bool) {
         assert_eq!(d.delete, v, "{}", ctx("delete"));
@@ -100,7 +158,6 @@ fn check(path: &Path) {
             ctx("noStatus")
         );
     }
-    let status = d.status.clone().or(cj.status.clone()).unwrap_or_default();
     if let Some(v) = expect.get("phase").and_then(Value::as_str) {
         assert_eq!(
             status.phase.map(|p| p.as_str()),
@@ -194,9 +251,13 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
         "retrying.yaml",
         "succeeded.yaml",
         "failed_bad_input.yaml",
+        "waiting_image_pull.yaml",
+        "failed_create.yaml",
+        "job_deleted.yaml",
+        "pending_timeout.yaml",
     ] {
-        let (mut cj, observed, mut announced, now, _) = load(&dir.join(f));
-        let first = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
+        let (mut cj, observed, settings, now, _) = load(&dir.join(f));
+        let first = decide(&cj, &observed, &settings, "tshirt-3f2a9c1b", now);
         let mut status = cj.status.clone().unwrap_or_default();
         if let Some(s) = first.status {
             status.observed_generation = s.observed_generation;
@@ -204,14 +265,15 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
             status.phase = s.phase;
             status.attempts = s.attempts;
             status.job_name = s.job_name;
+            status.job_uid = s.job_uid;
+            status.announced_stages = s.announced_stages;
             status.message = s.message;
             status.reason = s.reason;
             status.start_time = s.start_time;
             status.completion_time = s.completion_time;
         }
         cj.status = Some(status);
-        announced.extend(first.announced);
-        let second = decide(&cj, &observed, &announced, "tshirt-3f2a9c1b", now);
+        let second = decide(&cj, &observed, &settings, "tshirt-3f2a9c1b", now);
         assert!(
             second.status.is_none(),
             "{f}: status changed again: {:#?}",

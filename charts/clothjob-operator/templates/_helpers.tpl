@@ -59,7 +59,7 @@ ClusterRole, which it may bind and nothing else).
   verbs: [create, patch]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create, patch, list, watch]
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create, patch]
