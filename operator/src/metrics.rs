@@ -1,6 +1,6 @@
 //! Prometheus metrics of the operator: reconciles, failures, job results and per-stage latency.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
 /// The operator's metrics, registered in their own registry.
 #[derive(Clone)]
@@ -17,6 +17,8 @@ pub struct Metrics {
     pub job_duration: HistogramVec,
     /// Seconds per pipeline stage by stage and backend, for succeeded jobs.
     pub stage_duration: HistogramVec,
+    /// 1 while this replica holds the leader Lease (or runs without leader election), else 0.
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -69,6 +71,11 @@ impl Metrics {
         registry.register(Box::new(jobs_finished.clone()))?;
         registry.register(Box::new(job_duration.clone()))?;
         registry.register(Box::new(stage_duration.clone()))?;
+        let leader = IntGauge::new(
+            "clothjob_leader",
+            "1 while this operator replica is the leader and reconciles, 0 while it stands by",
+        )?;
+        registry.register(Box::new(leader.clone()))?;
         Ok(Self {
             registry,
             reconciles,
@@ -76,6 +83,7 @@ impl Metrics {
             jobs_finished,
             job_duration,
             stage_duration,
+            leader,
         })
     }
 
