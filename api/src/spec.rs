@@ -2,7 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    CSIVolumeSource, ConfigMapKeySelector, ConfigMapVolumeSource, EmptyDirVolumeSource,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, ResourceRequirements,
+    SecretKeySelector, SecretVolumeSource, Toleration,
+};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -405,16 +409,23 @@ pub enum EncodingBackend {
     Builtin,
 }
 
-/// Settings of the runner pod.
+/// Settings of the runner pod. The pod itself is under the operator's policy: the image and
+/// the service account come from allow-lists in the operator's configuration, volumes are
+/// limited to configMap, secret, emptyDir, persistentVolumeClaim and read-only csi, and the
+/// operator's own paths and environment variables cannot be overridden.
 #[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.volumeMounts) || self.volumeMounts.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.name))").message("every runner.volumeMounts entry must name one of runner.volumes"))]
 pub struct RunnerSpec {
-    /// Container image of the runner. Defaults to the operator's configured runner image.
+    /// Container image of the runner. Defaults to the operator's configured runner image; any
+    /// other image must be listed in the operator's `--allowed-runner-images` (Helm value
+    /// `allowedRunnerImages`), else the ClothJob fails with reason InvalidSpec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
     pub image: Option<String>,
-    /// Image pull policy (Always, IfNotPresent, Never).
+    /// Image pull policy of the runner container: Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
+    pub image_pull_policy: Option<PullPolicy>,
     /// Compute resources of the runner container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -424,30 +435,276 @@ pub struct RunnerSpec {
     /// Tolerations of the runner pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerations: Option<Vec<Toleration>>,
-    /// Service account of the runner pod. Defaults to the operator's configured runner
-    /// service account, which may patch ClothJob status and nothing more.
+    /// Service account of the runner pod. By default each ClothJob gets its own service
+    /// account (`clothjob-runner-<job>`), which may read only this ClothJob and patch only its
+    /// status. Another one must be listed in the operator's `--allowed-runner-service-accounts`
+    /// (Helm value `allowedRunnerServiceAccounts`), else the ClothJob fails with reason
+    /// InvalidSpec; it is then granted the same per-job access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("runner.serviceAccountName must be a valid service account name"))]
+    #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
-    /// Extra environment variables of the runner container.
+    /// Extra environment variables of the runner container: a literal `value` or a `valueFrom`
+    /// (configMapKeyRef, secretKeyRef of the ClothJob's namespace, or fieldRef). Names of the
+    /// operator's own variables (CLOTHJOB_*, GEMINI_API_KEY, POD_NAME, TMPDIR, HOME) and of
+    /// the dynamic loader (LD_*, ORT_DYLIB_PATH) are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<Vec<EnvVar>>,
-    /// Extra volumes of the runner pod (core/v1 Volume objects), for example the volume a
-    /// `file://` source or output lives on, or a volume holding ONNX models.
+    #[schemars(length(max = 64))]
+    pub env: Option<Vec<RunnerEnvVar>>,
+    /// Extra volumes of the runner pod, for example the volume a `file://` source or output
+    /// lives on, or a volume holding ONNX models: each has a `name` and exactly one of
+    /// `configMap`, `secret`, `emptyDir`, `persistentVolumeClaim` or `csi` (read-only). No
+    /// hostPath or other host volumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::spec::free_form_list")]
-    pub volumes: Option<Vec<serde_json::Value>>,
-    /// Mounts of those volumes into the runner container (core/v1 VolumeMount objects).
+    #[schemars(length(max = 16))]
+    pub volumes: Option<Vec<RunnerVolume>>,
+    /// Mounts of those volumes into the runner container. Not at, under or above the
+    /// operator's own paths (/tmp, /var/run/clothjob, /var/run/secrets, /dev).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "crate::spec::free_form_list")]
-    pub volume_mounts: Option<Vec<serde_json::Value>>,
+    #[schemars(length(max = 16))]
+    pub volume_mounts: Option<Vec<RunnerVolumeMount>>,
 }
 
-/// Schema of a list of objects validated by the apiserver where they are used (volumes and
-/// mounts are checked when the Job's pod template is created), kept free-form here so the
-/// CRD stays small.
-pub(crate) fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true }
+/// Image pull policy of the runner container.
+#[derive(schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullPolicy {
+    // Pull the image every time the pod starts.
+    Always,
+    // Pull only when the node does not have the image.
+    IfNotPresent,
+    // Never pull: the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy as Kubernetes writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Environment variable names the operator sets itself or that change how the runner's code
+/// is loaded; a ClothJob may not set them (`CLOTHJOB_` and `LD_` are prefixes).
+pub const RESERVED_ENV_NAMES: &[&str] = &[
+    "GEMINI_API_KEY",
+    "POD_NAME",
+    "TMPDIR",
+    "HOME",
+    "ORT_DYLIB_PATH",
+];
+/// Prefixes of environment variable names a ClothJob may not set.
+pub const RESERVED_ENV_PREFIXES: &[&str] = &["CLOTHJOB_", "LD_"];
+
+/// An environment variable of the runner container.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.value) && has(self.valueFrom))").message("a runner.env entry has either value or valueFrom, not both"))]
+pub struct RunnerEnvVar {
+    /// Name of the variable. Not CLOTHJOB_*, LD_*, GEMINI_API_KEY, POD_NAME, TMPDIR, HOME or
+    /// ORT_DYLIB_PATH (set by the operator, or deciding what code the runner loads).
+    #[x_kube(validation = Rule::new("!self.startsWith('CLOTHJOB_') && !self.startsWith('LD_') && !(self in ['GEMINI_API_KEY', 'POD_NAME', 'TMPDIR', 'HOME', 'ORT_DYLIB_PATH'])").message("runner.env may not set CLOTHJOB_*, LD_*, GEMINI_API_KEY, POD_NAME, TMPDIR, HOME or ORT_DYLIB_PATH: the operator sets them"))]
+    #[x_kube(validation = Rule::new("self.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$')").message("runner.env names are letters, digits, '_', '-' and '.', not starting with a digit"))]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
+    pub value: Option<String>,
+    /// Where the value comes from instead: exactly one of configMapKeyRef, secretKeyRef or
+    /// fieldRef.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<RunnerEnvVarSource>,
+}
+
+/// The source of a runner environment variable's value.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.configMapKeyRef), has(self.secretKeyRef), has(self.fieldRef)].filter(x, x).size() == 1").message("runner.env valueFrom needs exactly one of configMapKeyRef, secretKeyRef or fieldRef"))]
+pub struct RunnerEnvVarSource {
+    /// A key of a ConfigMap in the ClothJob's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<ConfigMapKeySelector>,
+    /// A key of a Secret in the ClothJob's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<SecretKeySelector>,
+    /// A field of the runner pod (for example `metadata.namespace` or `spec.nodeName`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<ObjectFieldSelector>,
+}
+
+/// A volume of the runner pod: a name and exactly one of the allowed sources.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.configMap), has(self.secret), has(self.emptyDir), has(self.persistentVolumeClaim), has(self.csi)].filter(x, x).size() == 1").message("a runner volume needs exactly one of configMap, secret, emptyDir, persistentVolumeClaim or csi (hostPath and other sources are not allowed)"))]
+#[x_kube(validation = Rule::new("!has(self.csi) || (has(self.csi.readOnly) && self.csi.readOnly)").message("a csi runner volume must be readOnly: true"))]
+pub struct RunnerVolume {
+    /// Name of the volume, referred to by `volumeMounts`. Names starting with `clothjob-` are
+    /// the operator's.
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("runner volume names are DNS labels (lowercase letters, digits and '-')"))]
+    #[x_kube(validation = Rule::new("!self.startsWith('clothjob-')").message("runner volume names starting with clothjob- are the operator's"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// A ConfigMap of the ClothJob's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    /// A Secret of the ClothJob's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+    /// A scratch directory that lives as long as the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+    /// A PersistentVolumeClaim of the ClothJob's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
+    /// A CSI volume (for example a secrets-store or object-store driver); must be read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CSIVolumeSource>,
+}
+
+/// The operator's own paths in the runner container, which no volume may be mounted at, under
+/// or above (`/run` is where `/var/run` points in the runner image).
+pub const RESERVED_MOUNT_PATHS: &[&str] = &[
+    "/tmp",
+    "/var/run/clothjob",
+    "/var/run/secrets",
+    "/run/clothjob",
+    "/run/secrets",
+    "/dev",
+];
+
+/// A mount of one of the runner's volumes.
+#[derive(KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunnerVolumeMount {
+    /// Name of the volume (one of `runner.volumes`).
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    /// Absolute path in the runner container, without `.` or `..` parts and without a
+    /// trailing `/`. Not at, under or above /tmp, /var/run/clothjob, /var/run/secrets, /dev.
+    #[x_kube(validation = Rule::new("self.matches('^(/[^/]+)+$') && !self.matches('(^|/)[.][.]?(/|$)')").message("mountPath must be an absolute path without '.' or '..' parts or a trailing '/'"))]
+    #[x_kube(validation = Rule::new("!['/tmp', '/var/run/clothjob', '/var/run/secrets', '/run/clothjob', '/run/secrets', '/dev'].exists(p, self == p || self.startsWith(p + '/') || p.startsWith(self + '/'))").message("mountPath may not be at, under or above the operator's paths /tmp, /var/run/clothjob, /var/run/secrets and /dev"))]
+    #[schemars(length(min = 2, max = 1024))]
+    pub mount_path: String,
+    /// Mount read-only. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
+    /// Path within the volume to mount instead of its root: relative, without `..` parts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.matches('(^|/)[.][.](/|$)')").message("subPath must be a relative path without '..' parts"))]
+    #[schemars(length(max = 1024))]
+    pub sub_path: Option<String>,
+}
+
+/// Whether a runner environment variable name is reserved for the operator.
+pub fn is_reserved_env_name(name: &str) -> bool {
+    RESERVED_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) || RESERVED_ENV_NAMES.contains(&name)
+}
+
+/// Whether a mount path is at, under or above one of [`RESERVED_MOUNT_PATHS`].
+pub fn is_reserved_mount_path(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
+    RESERVED_MOUNT_PATHS.iter().any(|p| {
+        path == *p
+            || path.starts_with(&format!("{p}/"))
+            || path == "/"
+            || p.starts_with(&format!("{path}/"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CEL rules in the CRD name the same reserved names and paths as the operator's own
+    /// check (the lists above), so the two cannot drift.
+    #[test]
+    fn cel_rules_use_the_reserved_lists() {
+        let crd = serde_json::to_string(&<ClothJob as kube::CustomResourceExt>::crd()).unwrap();
+        let quoted = |xs: &[&str]| {
+            xs.iter()
+                .map(|x| format!("'{x}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let env_rule = format!(
+            "{} && !(self in [{}])",
+            RESERVED_ENV_PREFIXES
+                .iter()
+                .map(|p| format!("!self.startsWith('{p}')"))
+                .collect::<Vec<_>>()
+                .join(" && "),
+            quoted(RESERVED_ENV_NAMES)
+        );
+        assert!(crd.contains(&env_rule), "the CRD lacks {env_rule}");
+        let mount_rule = format!("[{}].exists(p, ", quoted(RESERVED_MOUNT_PATHS));
+        assert!(crd.contains(&mount_rule), "the CRD lacks {mount_rule}");
+    }
+
+    #[test]
+    fn reserved_names_and_paths() {
+        for n in [
+            "CLOTHJOB_UID",
+            "CLOTHJOB_X",
+            "LD_PRELOAD",
+            "HOME",
+            "TMPDIR",
+            "POD_NAME",
+        ] {
+            assert!(is_reserved_env_name(n), "{n}");
+        }
+        for n in ["AWS_REGION", "RUST_LOG", "CLOTHJOB", "HOMEDIR"] {
+            assert!(!is_reserved_env_name(n), "{n}");
+        }
+        for p in [
+            "/tmp",
+            "/tmp/",
+            "/tmp/x",
+            "/var",
+            "/var/run",
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+            "/dev",
+            "/dev/termination-log",
+            "/",
+            "/run",
+        ] {
+            assert!(is_reserved_mount_path(p), "{p}");
+        }
+        for p in ["/models", "/data/out", "/tmpx", "/var/lib/x", "/devices"] {
+            assert!(!is_reserved_mount_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn runner_spec_round_trips_typed_volumes_and_env() {
+        let yaml = "image: r:1\nimagePullPolicy: Never\nenv: [{name: A, value: b}, {name: C, valueFrom: {secretKeyRef: {name: s, key: k}}}]\nvolumes: [{name: m, persistentVolumeClaim: {claimName: models, readOnly: true}}, {name: c, csi: {driver: d, readOnly: true}}]\nvolumeMounts: [{name: m, mountPath: /models, readOnly: true, subPath: u2net}]\n";
+        let r: RunnerSpec = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(r.image_pull_policy, Some(PullPolicy::Never));
+        let volumes = r.volumes.as_ref().unwrap();
+        assert_eq!(
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
+            "models"
+        );
+        assert_eq!(volumes[1].csi.as_ref().unwrap().read_only, Some(true));
+        let back: RunnerSpec = serde_yaml::from_value(serde_yaml::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        // An unknown source (hostPath) is not part of the type: it is dropped, as the
+        // apiserver prunes it, and the volume is then left without a source.
+        let v: RunnerVolume = serde_yaml::from_str("{name: h, hostPath: {path: /}}").unwrap();
+        assert_eq!(
+            v,
+            RunnerVolume {
+                name: "h".into(),
+                ..Default::default()
+            }
+        );
+    }
 }

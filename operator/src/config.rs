@@ -14,18 +14,49 @@ pub struct OperatorConfig {
     #[arg(long, env = "CLOTHJOB_RUNNER_IMAGE", default_value = clothjob_api::contract::DEFAULT_RUNNER_IMAGE)]
     pub runner_image: String,
 
-    /// Service account of runner pods when a ClothJob does not name one. The operator keeps
-    /// it (and a RoleBinding to the `clothjob-runner` ClusterRole) in each namespace it runs jobs in.
-    #[arg(long, env = "CLOTHJOB_RUNNER_SERVICE_ACCOUNT", default_value = clothjob_api::contract::DEFAULT_RUNNER_SERVICE_ACCOUNT)]
-    pub runner_service_account: String,
+    /// Runner images a ClothJob may name in `spec.runner.image` besides --runner-image (which
+    /// is always allowed), comma separated. Any other image fails the ClothJob with reason
+    /// InvalidSpec.
+    #[arg(
+        long = "allowed-runner-images",
+        env = "CLOTHJOB_ALLOWED_RUNNER_IMAGES",
+        value_delimiter = ',',
+        value_name = "IMAGE,..."
+    )]
+    pub allowed_runner_images: Vec<String>,
 
-    /// ClusterRole bound to the runner service account in each namespace.
+    /// Service accounts a ClothJob may name in `spec.runner.serviceAccountName` (in its own
+    /// namespace), comma separated; none by default. Without one, each ClothJob's runner runs
+    /// as its own service account, which may read only that ClothJob and patch only its
+    /// status. Any other name fails the ClothJob with reason InvalidSpec.
+    #[arg(
+        long = "allowed-runner-service-accounts",
+        env = "CLOTHJOB_ALLOWED_RUNNER_SERVICE_ACCOUNTS",
+        value_delimiter = ',',
+        value_name = "NAME,..."
+    )]
+    pub allowed_runner_service_accounts: Vec<String>,
+
+    /// Networks and hosts the runner may reach although they are not public (CIDRs such as
+    /// `10.0.0.0/8` or host names), comma separated; handed to runner pods as
+    /// CLOTHJOB_ALLOWED_NETWORKS. Empty: `url` sources, `remote.url` and `gemini.endpoint`
+    /// must resolve to public addresses.
+    #[arg(
+        long = "allowed-networks",
+        env = "CLOTHJOB_ALLOWED_NETWORKS",
+        value_delimiter = ',',
+        value_name = "CIDR|HOST,..."
+    )]
+    pub allowed_networks: Vec<String>,
+
+    /// Wall-clock limit in seconds of a ClothJob that sets no `spec.activeDeadlineSeconds`
+    /// (its own value wins); 0 means no limit.
     #[arg(
         long,
-        env = "CLOTHJOB_RUNNER_CLUSTER_ROLE",
-        default_value = "clothjob-runner"
+        env = "CLOTHJOB_DEFAULT_ACTIVE_DEADLINE_SECONDS",
+        default_value_t = 3600
     )]
-    pub runner_cluster_role: String,
+    pub default_active_deadline_seconds: i64,
 
     /// Only watch these namespaces, comma separated (all namespaces when empty). With a list,
     /// every watch is namespaced, so a Role in each listed namespace is all the access needed.
@@ -53,6 +84,12 @@ pub struct OperatorConfig {
     /// Seconds of silence after which a running job is reconciled again anyway.
     #[arg(long, env = "CLOTHJOB_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+
+    /// Seconds a runner pod may wait to start (image pull errors, a missing Secret or
+    /// ConfigMap, no node that fits, a pod the Job controller cannot create) before the
+    /// ClothJob fails with the waiting reason.
+    #[arg(long, env = "CLOTHJOB_PENDING_TIMEOUT_SECONDS", default_value_t = 600)]
+    pub pending_timeout_seconds: u64,
 }
 
 impl OperatorConfig {
@@ -60,28 +97,100 @@ impl OperatorConfig {
     pub fn defaults() -> Self {
         Self {
             runner_image: clothjob_api::contract::DEFAULT_RUNNER_IMAGE.to_string(),
-            runner_service_account: clothjob_api::contract::DEFAULT_RUNNER_SERVICE_ACCOUNT
-                .to_string(),
-            runner_cluster_role: "clothjob-runner".to_string(),
+            allowed_runner_images: Vec::new(),
+            allowed_runner_service_accounts: Vec::new(),
+            allowed_networks: Vec::new(),
+            default_active_deadline_seconds: 3600,
             watch_namespaces: Vec::new(),
             namespace: None,
             http_addr: "127.0.0.1:0".to_string(),
             resync_seconds: 300,
+            pending_timeout_seconds: 600,
         }
     }
 
     /// The namespaces to watch: --watch-namespaces and the deprecated --namespace, trimmed,
     /// without empty entries or repeats, in the order given. Empty means all namespaces.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        let given = self.watch_namespaces.iter().chain(self.namespace.iter());
-        for ns in given.flat_map(|s| s.split(',')).map(str::trim) {
-            if !ns.is_empty() && !out.iter().any(|o| o == ns) {
-                out.push(ns.to_string());
+        list(self.watch_namespaces.iter().chain(self.namespace.iter()))
+    }
+
+    /// The runner images a ClothJob may name: --runner-image, then --allowed-runner-images.
+    pub fn runner_images(&self) -> Vec<String> {
+        list(std::iter::once(&self.runner_image).chain(&self.allowed_runner_images))
+    }
+
+    /// The service accounts a ClothJob may name (--allowed-runner-service-accounts).
+    pub fn runner_service_accounts(&self) -> Vec<String> {
+        list(&self.allowed_runner_service_accounts)
+    }
+
+    /// The non-public networks and hosts runners may reach (--allowed-networks).
+    pub fn networks(&self) -> Vec<String> {
+        list(&self.allowed_networks)
+    }
+
+    /// Checks the settings that the operator only hands on, so a typo fails at start-up
+    /// instead of in every runner: each allowed network is a CIDR, an IP address or a host
+    /// name; the default deadline is not negative.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for n in self.networks() {
+            if !valid_network(&n) {
+                return Err(ConfigError::Network(n));
             }
         }
-        out
+        if self.default_active_deadline_seconds < 0 {
+            return Err(ConfigError::Deadline(self.default_active_deadline_seconds));
+        }
+        Ok(())
     }
+}
+
+/// A setting the operator refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An --allowed-networks entry is neither a CIDR, an IP address nor a host name.
+    #[error("--allowed-networks: {0:?} is not a CIDR (10.0.0.0/8), an IP address or a host name")]
+    Network(String),
+    /// A negative --default-active-deadline-seconds.
+    #[error("--default-active-deadline-seconds must be 0 (no limit) or more, not {0}")]
+    Deadline(i64),
+}
+
+/// Whether `s` is a CIDR (`addr/prefix`), an IP address or a DNS host name.
+fn valid_network(s: &str) -> bool {
+    use std::net::IpAddr;
+    if let Some((addr, prefix)) = s.split_once('/') {
+        return match (addr.parse::<IpAddr>(), prefix.parse::<u8>()) {
+            (Ok(IpAddr::V4(_)), Ok(p)) => p <= 32,
+            (Ok(IpAddr::V6(_)), Ok(p)) => p <= 128,
+            _ => false,
+        };
+    }
+    if s.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// Comma-separated values (flags may repeat, and hold lists), trimmed, without empty entries
+/// or repeats, in the order given.
+fn list<'a>(given: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in given.into_iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if !v.is_empty() && !out.iter().any(|o| o == v) {
+            out.push(v.to_string());
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -173,10 +282,63 @@ mod tests {
     }
 
     #[test]
+    fn policy_lists_default_to_the_runner_image_and_nothing_else() {
+        let c = parse(&[]);
+        assert_eq!(
+            c.runner_images(),
+            [clothjob_api::contract::DEFAULT_RUNNER_IMAGE]
+        );
+        assert!(c.runner_service_accounts().is_empty());
+        assert!(c.networks().is_empty());
+        assert_eq!(c.default_active_deadline_seconds, 3600);
+        assert_eq!(c.pending_timeout_seconds, 600);
+        let d = OperatorConfig::defaults();
+        assert_eq!(d.runner_images(), c.runner_images());
+        assert_eq!(d.default_active_deadline_seconds, 3600);
+        assert_eq!(d.pending_timeout_seconds, 600);
+    }
+
+    #[test]
+    fn policy_lists_parse_and_validate() {
+        let c = parse(&[
+            "--runner-image=r:1",
+            "--allowed-runner-images",
+            "r:2, r:1",
+            "--allowed-runner-service-accounts=models-reader",
+            "--allowed-networks",
+            "127.0.0.0/8,198.18.0.0/15,::1,fd00::/8,minio.storage.svc",
+            "--default-active-deadline-seconds=0",
+            "--pending-timeout-seconds=30",
+        ]);
+        assert_eq!(c.runner_images(), ["r:1", "r:2"]);
+        assert_eq!(c.runner_service_accounts(), ["models-reader"]);
+        assert_eq!(c.networks().len(), 5);
+        assert_eq!(c.default_active_deadline_seconds, 0);
+        assert_eq!(c.pending_timeout_seconds, 30);
+        c.validate().unwrap();
+        for bad in ["10.0.0.0/33", "not a host", "1.2.3.4/x", "-x.example"] {
+            let c = parse(&[&format!("--allowed-networks={bad}")]);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("--allowed-networks"), "{bad}: {e}");
+        }
+        let c = parse(&["--default-active-deadline-seconds=-1"]);
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
     fn help_names_the_flag_and_its_variable() {
         use clap::CommandFactory;
         let help = OperatorConfig::command().render_long_help().to_string();
         assert!(help.contains("--watch-namespaces"), "{help}");
         assert!(help.contains("CLOTHJOB_WATCH_NAMESPACES"), "{help}");
+        for flag in [
+            "--allowed-runner-images",
+            "--allowed-runner-service-accounts",
+            "--allowed-networks",
+            "--default-active-deadline-seconds",
+            "--pending-timeout-seconds",
+        ] {
+            assert!(help.contains(flag), "{flag} not in {help}");
+        }
     }
 }

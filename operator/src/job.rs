@@ -1,16 +1,21 @@
-//! Builds the batch/v1 Job that runs the runner for a ClothJob (pure: no API calls).
+//! Builds the batch/v1 Job that runs the runner for a ClothJob (pure: no API calls), under the
+//! operator's policy: the image and service account from allow-lists, only the allowed volume
+//! sources, no override of the operator's paths and variables, and the restricted Pod Security
+//! profile (non-root, read-only root filesystem with an emptyDir at /tmp, no capabilities,
+//! seccomp RuntimeDefault, no privilege escalation).
 
 use std::collections::BTreeMap;
 
-use clothjob_api::{ClothJob, contract};
+use clothjob_api::{ClothJob, RunnerEnvVar, RunnerVolume, RunnerVolumeMount, contract};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, Container, EnvFromSource, EnvVar, EnvVarSource, KeyToPath,
-    ObjectFieldSelector, PodSpec, PodTemplateSpec, SecretEnvSource, SecretKeySelector,
-    SecretVolumeSource, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -24,6 +29,15 @@ pub const SOURCE_MOUNT: &str = "/var/run/clothjob/source";
 pub const ENV_SOURCE_FILE: &str = "CLOTHJOB_SOURCE_FILE";
 /// Env var holding the Gemini API key (from the Secret named in the spec).
 pub const ENV_GEMINI_API_KEY: &str = "GEMINI_API_KEY";
+/// The runner's scratch directory: an emptyDir (the root filesystem is read-only), also its
+/// `TMPDIR` and `HOME`.
+pub const SCRATCH_DIR: &str = "/tmp";
+/// Name of the scratch emptyDir volume.
+pub const SCRATCH_VOLUME: &str = "clothjob-tmp";
+/// Name of the volume of a Secret or ConfigMap source.
+pub const SOURCE_VOLUME: &str = "clothjob-source";
+/// User and group the runner runs as (the runner image's `nonroot`).
+pub const RUNNER_UID: i64 = 65532;
 
 /// The deterministic name of the Job of a ClothJob: its name (cut to 52 characters) and the
 /// first 8 characters of its uid, so a re-created ClothJob of the same name never adopts the
@@ -49,18 +63,22 @@ pub fn job_name(cj: &ClothJob) -> Result<String, Error> {
     Ok(format!("{short}-{uid8}"))
 }
 
+/// A label value from `s`: at most 63 characters, not ending in `-`, `_` or `.` (a label value
+/// must begin and end with a letter or digit).
+pub fn label_value(s: &str) -> String {
+    let cut: String = s.chars().take(63).collect();
+    cut.trim_end_matches(['-', '_', '.']).to_string()
+}
+
 /// The standard labels of the objects made for a ClothJob.
 pub fn labels(cj: &ClothJob) -> BTreeMap<String, String> {
-    let name = cj.metadata.name.clone().unwrap_or_default();
+    let name = label_value(cj.metadata.name.as_deref().unwrap_or_default());
     BTreeMap::from([
         (
             "app.kubernetes.io/name".to_string(),
             contract::APP_NAME.to_string(),
         ),
-        (
-            "app.kubernetes.io/instance".to_string(),
-            name.chars().take(63).collect(),
-        ),
+        ("app.kubernetes.io/instance".to_string(), name.clone()),
         (
             "app.kubernetes.io/component".to_string(),
             "runner".to_string(),
@@ -73,13 +91,10 @@ pub fn labels(cj: &ClothJob) -> BTreeMap<String, String> {
             "app.kubernetes.io/managed-by".to_string(),
             contract::MANAGED_BY.to_string(),
         ),
-        (
-            contract::LABEL_CLOTHJOB.to_string(),
-            name.chars().take(63).collect(),
-        ),
+        (contract::LABEL_CLOTHJOB.to_string(), name),
         (
             contract::LABEL_CLOTHJOB_UID.to_string(),
-            cj.metadata.uid.clone().unwrap_or_default(),
+            label_value(cj.metadata.uid.as_deref().unwrap_or_default()),
         ),
     ])
 }
@@ -92,10 +107,225 @@ fn env(name: &str, value: &str) -> EnvVar {
     }
 }
 
-/// Builds the Job: one pod at a time, `backoffLimit` = retries, the spec's deadline, and a
-/// podFailurePolicy that fails at once on the runner's bad-input exit code, ignores
-/// disruptions (evictions, preemption) and retries every other failure.
+fn invalid(msg: String) -> Result<(), Error> {
+    Err(Error::InvalidSpec(msg))
+}
+
+/// Checks `spec.runner` against the operator's policy: an image other than the configured
+/// runner image must be in `--allowed-runner-images`, a service account in
+/// `--allowed-runner-service-accounts`; env names, volume sources and mount paths as the
+/// CRD's CEL rules say (checked again here, for objects stored before those rules existed).
+/// Any violation is [`Error::InvalidSpec`]: the ClothJob fails, nothing is created.
+pub fn check_runner_policy(cj: &ClothJob, cfg: &OperatorConfig) -> Result<(), Error> {
+    let runner = &cj.spec.runner;
+    if let Some(image) = &runner.image {
+        let allowed = cfg.runner_images();
+        if !allowed.iter().any(|a| a == image) {
+            return invalid(format!(
+                "spec.runner.image {image:?} is not allowed; the operator allows {} (its --allowed-runner-images, Helm value allowedRunnerImages)",
+                allowed.join(", ")
+            ));
+        }
+    }
+    if let Some(sa) = &runner.service_account_name {
+        let allowed = cfg.runner_service_accounts();
+        if !allowed.iter().any(|a| a == sa) {
+            let list = if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return invalid(format!(
+                "spec.runner.serviceAccountName {sa:?} is not allowed; the operator allows {list} (its --allowed-runner-service-accounts, Helm value allowedRunnerServiceAccounts)"
+            ));
+        }
+    }
+    for e in runner.env.iter().flatten() {
+        check_env(e)?;
+    }
+    let volumes = runner.volumes.as_deref().unwrap_or_default();
+    for v in volumes {
+        check_volume(v)?;
+    }
+    for m in runner.volume_mounts.iter().flatten() {
+        check_mount(m, volumes)?;
+    }
+    Ok(())
+}
+
+fn check_env(e: &RunnerEnvVar) -> Result<(), Error> {
+    if clothjob_api::is_reserved_env_name(&e.name) {
+        return invalid(format!(
+            "spec.runner.env may not set {}: CLOTHJOB_*, LD_*, GEMINI_API_KEY, POD_NAME, TMPDIR, HOME and ORT_DYLIB_PATH are the operator's",
+            e.name
+        ));
+    }
+    if let Some(from) = &e.value_from {
+        let n = [
+            from.config_map_key_ref.is_some(),
+            from.secret_key_ref.is_some(),
+            from.field_ref.is_some(),
+        ]
+        .into_iter()
+        .filter(|x| *x)
+        .count();
+        if n != 1 || e.value.is_some() {
+            return invalid(format!(
+                "spec.runner.env {}: valueFrom needs exactly one of configMapKeyRef, secretKeyRef or fieldRef, and no value",
+                e.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_volume(v: &RunnerVolume) -> Result<(), Error> {
+    let n = [
+        v.config_map.is_some(),
+        v.secret.is_some(),
+        v.empty_dir.is_some(),
+        v.persistent_volume_claim.is_some(),
+        v.csi.is_some(),
+    ]
+    .into_iter()
+    .filter(|x| *x)
+    .count();
+    if n != 1 {
+        return invalid(format!(
+            "spec.runner.volumes {}: needs exactly one of configMap, secret, emptyDir, persistentVolumeClaim or csi",
+            v.name
+        ));
+    }
+    if v.csi.as_ref().is_some_and(|c| c.read_only != Some(true)) {
+        return invalid(format!(
+            "spec.runner.volumes {}: a csi volume must be readOnly: true",
+            v.name
+        ));
+    }
+    if v.name.starts_with("clothjob-") {
+        return invalid(format!(
+            "spec.runner.volumes {}: names starting with clothjob- are the operator's",
+            v.name
+        ));
+    }
+    Ok(())
+}
+
+fn check_mount(m: &RunnerVolumeMount, volumes: &[RunnerVolume]) -> Result<(), Error> {
+    let relative = !m.mount_path.starts_with('/');
+    let dots = m.mount_path.split('/').any(|p| p == "." || p == "..");
+    if relative || dots || clothjob_api::is_reserved_mount_path(&m.mount_path) {
+        return invalid(format!(
+            "spec.runner.volumeMounts {}: mountPath {} must be absolute, without '.' or '..' parts, and not at, under or above /tmp, /var/run/clothjob, /var/run/secrets or /dev",
+            m.name, m.mount_path
+        ));
+    }
+    if m.sub_path
+        .as_deref()
+        .is_some_and(|p| p.starts_with('/') || p.split('/').any(|s| s == ".."))
+    {
+        return invalid(format!(
+            "spec.runner.volumeMounts {}: subPath must be relative, without '..' parts",
+            m.name
+        ));
+    }
+    if !volumes.iter().any(|v| v.name == m.name) {
+        return invalid(format!(
+            "spec.runner.volumeMounts {}: no runner volume of that name",
+            m.name
+        ));
+    }
+    Ok(())
+}
+
+/// The service account the runner pod runs as: the allowed one the spec names, else the
+/// ClothJob's own (see [`crate::access`]).
+pub fn pod_service_account(cj: &ClothJob) -> Result<String, Error> {
+    match &cj.spec.runner.service_account_name {
+        Some(sa) => Ok(sa.clone()),
+        None => crate::access::runner_service_account(cj),
+    }
+}
+
+fn runner_volume(v: &RunnerVolume) -> Volume {
+    Volume {
+        name: v.name.clone(),
+        config_map: v.config_map.clone(),
+        secret: v.secret.clone(),
+        empty_dir: v.empty_dir.clone(),
+        persistent_volume_claim: v.persistent_volume_claim.clone(),
+        csi: v.csi.clone(),
+        ..Default::default()
+    }
+}
+
+fn runner_mount(m: &RunnerVolumeMount) -> VolumeMount {
+    VolumeMount {
+        name: m.name.clone(),
+        mount_path: m.mount_path.clone(),
+        read_only: m.read_only,
+        sub_path: m.sub_path.clone(),
+        ..Default::default()
+    }
+}
+
+fn runner_env(e: &RunnerEnvVar) -> EnvVar {
+    EnvVar {
+        name: e.name.clone(),
+        value: e.value.clone(),
+        value_from: e.value_from.as_ref().map(|f| EnvVarSource {
+            config_map_key_ref: f.config_map_key_ref.clone(),
+            secret_key_ref: f.secret_key_ref.clone(),
+            field_ref: f.field_ref.clone(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The restricted Pod Security profile's pod-level settings.
+fn pod_security_context() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUNNER_UID),
+        run_as_group: Some(RUNNER_UID),
+        fs_group: Some(RUNNER_UID),
+        fs_group_change_policy: Some("OnRootMismatch".to_string()),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The restricted Pod Security profile's container-level settings, plus a read-only root.
+fn container_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_string()]),
+            ..Default::default()
+        }),
+        privileged: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUNNER_UID),
+        run_as_group: Some(RUNNER_UID),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Builds the Job: one pod at a time, `backoffLimit` = retries, the spec's deadline (or the
+/// operator's default), and a podFailurePolicy that fails at once on the runner's bad-input
+/// and invalid-spec exit codes, ignores disruptions (evictions, preemption) and retries every
+/// other failure. Fails with [`Error::InvalidSpec`] when the spec breaks the operator's policy
+/// ([`check_runner_policy`]).
 pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
+    check_runner_policy(cj, cfg)?;
     let namespace = cj
         .metadata
         .namespace
@@ -132,9 +362,24 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
             }),
             ..Default::default()
         },
+        env(contract::ENV_SCRATCH_DIR, SCRATCH_DIR),
+        env("TMPDIR", SCRATCH_DIR),
+        env("HOME", SCRATCH_DIR),
     ];
-    let mut volumes: Vec<Volume> = Vec::new();
-    let mut mounts: Vec<VolumeMount> = Vec::new();
+    let networks = cfg.networks();
+    if !networks.is_empty() {
+        envs.push(env(contract::ENV_ALLOWED_NETWORKS, &networks.join(",")));
+    }
+    let mut volumes: Vec<Volume> = vec![Volume {
+        name: SCRATCH_VOLUME.to_string(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts: Vec<VolumeMount> = vec![VolumeMount {
+        name: SCRATCH_VOLUME.to_string(),
+        mount_path: SCRATCH_DIR.to_string(),
+        ..Default::default()
+    }];
     let items = |key: &str| {
         Some(vec![KeyToPath {
             key: key.to_string(),
@@ -142,30 +387,31 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
             ..Default::default()
         }])
     };
-    if let Some(r) = &spec.source.secret_ref {
-        volumes.push(Volume {
-            name: "clothjob-source".to_string(),
+    let source_volume = if let Some(r) = &spec.source.secret_ref {
+        Some(Volume {
+            name: SOURCE_VOLUME.to_string(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(r.name.clone()),
                 items: items(&r.key),
                 ..Default::default()
             }),
             ..Default::default()
-        });
-    } else if let Some(r) = &spec.source.config_map_ref {
-        volumes.push(Volume {
-            name: "clothjob-source".to_string(),
+        })
+    } else {
+        spec.source.config_map_ref.as_ref().map(|r| Volume {
+            name: SOURCE_VOLUME.to_string(),
             config_map: Some(ConfigMapVolumeSource {
                 name: r.name.clone(),
                 items: items(&r.key),
                 ..Default::default()
             }),
             ..Default::default()
-        });
-    }
-    if !volumes.is_empty() {
+        })
+    };
+    if let Some(v) = source_volume {
+        volumes.push(v);
         mounts.push(VolumeMount {
-            name: "clothjob-source".to_string(),
+            name: SOURCE_VOLUME.to_string(),
             mount_path: SOURCE_MOUNT.to_string(),
             read_only: Some(true),
             ..Default::default()
@@ -186,7 +432,7 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
             ..Default::default()
         });
     }
-    envs.extend(runner.env.iter().flatten().cloned());
+    envs.extend(runner.env.iter().flatten().map(runner_env));
     let env_from = spec.output.credentials_secret_name.as_ref().map(|secret| {
         vec![EnvFromSource {
             secret_ref: Some(SecretEnvSource {
@@ -196,21 +442,8 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
             ..Default::default()
         }]
     });
-    for v in runner.volumes.iter().flatten() {
-        let v: Volume = serde_json::from_value(v.clone()).map_err(|source| Error::Serialize {
-            what: "spec.runner.volumes",
-            source,
-        })?;
-        volumes.push(v);
-    }
-    for m in runner.volume_mounts.iter().flatten() {
-        let m: VolumeMount =
-            serde_json::from_value(m.clone()).map_err(|source| Error::Serialize {
-                what: "spec.runner.volumeMounts",
-                source,
-            })?;
-        mounts.push(m);
-    }
+    volumes.extend(runner.volumes.iter().flatten().map(runner_volume));
+    mounts.extend(runner.volume_mounts.iter().flatten().map(runner_mount));
 
     let labels = labels(cj);
     let container = Container {
@@ -221,27 +454,25 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
                 .clone()
                 .unwrap_or_else(|| cfg.runner_image.clone()),
         ),
-        image_pull_policy: runner.image_pull_policy.clone(),
+        image_pull_policy: runner.image_pull_policy.map(|p| p.as_str().to_string()),
         command: Some(vec!["clothjob-runner".to_string()]),
         args: Some(vec!["run".to_string()]),
         env: Some(envs),
         env_from,
         resources: runner.resources.clone(),
-        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        volume_mounts: Some(mounts),
+        security_context: Some(container_security_context()),
         termination_message_path: Some(contract::TERMINATION_MESSAGE_PATH.to_string()),
         termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         ..Default::default()
     };
     let pod_spec = PodSpec {
         restart_policy: Some("Never".to_string()),
-        service_account_name: Some(
-            runner
-                .service_account_name
-                .clone()
-                .unwrap_or_else(|| cfg.runner_service_account.clone()),
-        ),
+        service_account_name: Some(pod_service_account(cj)?),
+        enable_service_links: Some(false),
+        security_context: Some(pod_security_context()),
         containers: vec![container],
-        volumes: (!volumes.is_empty()).then_some(volumes),
+        volumes: Some(volumes),
         node_selector: runner.node_selector.clone(),
         tolerations: runner.tolerations.clone(),
         ..Default::default()
@@ -253,7 +484,7 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
                 on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
                     container_name: Some(contract::RUNNER_CONTAINER.to_string()),
                     operator: "In".to_string(),
-                    values: vec![contract::EXIT_BAD_INPUT],
+                    values: vec![contract::EXIT_BAD_INPUT, contract::EXIT_INVALID_SPEC],
                 }),
                 on_pod_conditions: None,
             },
@@ -267,6 +498,10 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
             },
         ],
     };
+    let deadline = spec
+        .active_deadline_seconds
+        .or((cfg.default_active_deadline_seconds > 0)
+            .then_some(cfg.default_active_deadline_seconds));
     Ok(Job {
         metadata: ObjectMeta {
             name: Some(job_name(cj)?),
@@ -279,7 +514,7 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
             backoff_limit: Some(spec.retries.max(0)),
             completions: Some(1),
             parallelism: Some(1),
-            active_deadline_seconds: spec.active_deadline_seconds,
+            active_deadline_seconds: deadline,
             pod_failure_policy: Some(policy),
             pod_replacement_policy: Some("Failed".to_string()),
             template: PodTemplateSpec {
@@ -337,14 +572,15 @@ mod tests {
         assert_eq!(rules[0].action, "FailJob");
         assert_eq!(
             rules[0].on_exit_codes.as_ref().unwrap().values,
-            vec![contract::EXIT_BAD_INPUT]
+            vec![contract::EXIT_BAD_INPUT, contract::EXIT_INVALID_SPEC]
         );
         assert_eq!(rules[1].action, "Ignore");
         let pod = spec.template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(
             pod.service_account_name.as_deref(),
-            Some(contract::DEFAULT_RUNNER_SERVICE_ACCOUNT)
+            Some("clothjob-runner-tshirt-3f2a9c1b"),
+            "the ClothJob's own service account"
         );
         let c = &pod.containers[0];
         assert_eq!(c.name, contract::RUNNER_CONTAINER);
@@ -378,32 +614,56 @@ mod tests {
         )
         .unwrap();
         let pod = job.spec.unwrap().template.spec.unwrap();
-        let v = &pod.volumes.unwrap()[0];
+        let volumes = pod.volumes.unwrap();
+        let v = volumes.iter().find(|v| v.name == SOURCE_VOLUME).unwrap();
         let s = v.secret.as_ref().unwrap();
         assert_eq!(s.secret_name.as_deref(), Some("photos"));
         assert_eq!(s.items.as_ref().unwrap()[0].key, "shirt.jpg");
         let c = &pod.containers[0];
-        assert_eq!(
-            c.volume_mounts.as_ref().unwrap()[0].mount_path,
-            SOURCE_MOUNT
+        assert!(
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == SOURCE_VOLUME && m.mount_path == SOURCE_MOUNT)
         );
         assert!(c.env.iter().flatten().any(|e| e.name == ENV_SOURCE_FILE
             && e.value.as_deref() == Some("/var/run/clothjob/source/image")));
     }
 
+    fn allowing(images: &[&str], sas: &[&str]) -> OperatorConfig {
+        OperatorConfig {
+            allowed_runner_images: images.iter().map(|s| s.to_string()).collect(),
+            allowed_runner_service_accounts: sas.iter().map(|s| s.to_string()).collect(),
+            ..OperatorConfig::defaults()
+        }
+    }
+
+    fn invalid_spec(cj: &ClothJob, cfg: &OperatorConfig) -> String {
+        match build_job(cj, cfg) {
+            Err(Error::InvalidSpec(msg)) => msg,
+            other => panic!("expected InvalidSpec, got {other:?}"),
+        }
+    }
+
     #[test]
     fn runner_settings_and_credentials_reach_the_pod() {
         let job = build_job(
-            &cj("  source: {uri: 's3://b/k.jpg'}\n  output: {uri: 's3://b/out', credentialsSecretName: s3-creds}\n  runner: {image: 'my/runner:1', nodeSelector: {pool: gpu}, serviceAccountName: custom, volumes: [{name: m, emptyDir: {}}], volumeMounts: [{name: m, mountPath: /models}]}\n"),
-            &OperatorConfig::defaults(),
+            &cj("  source: {uri: 's3://b/k.jpg'}\n  output: {uri: 's3://b/out', credentialsSecretName: s3-creds}\n  runner: {image: 'my/runner:1', imagePullPolicy: IfNotPresent, nodeSelector: {pool: gpu}, serviceAccountName: custom, env: [{name: RUST_LOG, value: debug}, {name: AWS_REGION, valueFrom: {configMapKeyRef: {name: cfg, key: region}}}], volumes: [{name: m, persistentVolumeClaim: {claimName: models}}], volumeMounts: [{name: m, mountPath: /models, readOnly: true}]}\n"),
+            &allowing(&["my/runner:1"], &["custom"]),
         )
         .unwrap();
         let pod = job.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.service_account_name.as_deref(), Some("custom"));
         assert_eq!(pod.node_selector.unwrap()["pool"], "gpu");
-        assert_eq!(pod.volumes.unwrap()[0].name, "m");
+        let volumes = pod.volumes.unwrap();
+        let m = volumes.iter().find(|v| v.name == "m").unwrap();
+        assert_eq!(
+            m.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "models"
+        );
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some("my/runner:1"));
+        assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
         assert_eq!(
             c.env_from.as_ref().unwrap()[0]
                 .secret_ref
@@ -412,6 +672,226 @@ mod tests {
                 .name,
             "s3-creds"
         );
-        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, "/models");
+        let mount = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == "m")
+            .unwrap();
+        assert_eq!(
+            (mount.mount_path.as_str(), mount.read_only),
+            ("/models", Some(true))
+        );
+        let env = c.env.as_ref().unwrap();
+        assert!(
+            env.iter()
+                .any(|e| e.name == "RUST_LOG" && e.value.as_deref() == Some("debug"))
+        );
+        let region = env.iter().find(|e| e.name == "AWS_REGION").unwrap();
+        let from = region.value_from.as_ref().unwrap();
+        assert_eq!(from.config_map_key_ref.as_ref().unwrap().key, "region");
+    }
+
+    #[test]
+    fn only_allowed_images_and_service_accounts_are_used() {
+        let spec = "  source: {url: 'http://x/y.jpg'}\n  runner: {image: 'evil/miner:1'}\n";
+        let msg = invalid_spec(&cj(spec), &OperatorConfig::defaults());
+        assert!(
+            msg.contains("spec.runner.image \"evil/miner:1\" is not allowed"),
+            "{msg}"
+        );
+        assert!(msg.contains(contract::DEFAULT_RUNNER_IMAGE), "{msg}");
+        assert!(build_job(&cj(spec), &allowing(&["evil/miner:1"], &[])).is_ok());
+        // The configured runner image may always be named.
+        let named = format!(
+            "  source: {{url: 'http://x/y.jpg'}}\n  runner: {{image: '{}'}}\n",
+            contract::DEFAULT_RUNNER_IMAGE
+        );
+        assert!(build_job(&cj(&named), &OperatorConfig::defaults()).is_ok());
+
+        let spec = "  source: {url: 'http://x/y.jpg'}\n  runner: {serviceAccountName: default}\n";
+        let msg = invalid_spec(&cj(spec), &OperatorConfig::defaults());
+        assert!(
+            msg.contains("\"default\" is not allowed; the operator allows none"),
+            "{msg}"
+        );
+        let msg = invalid_spec(&cj(spec), &allowing(&[], &["models-reader"]));
+        assert!(msg.contains("allows models-reader"), "{msg}");
+    }
+
+    #[test]
+    fn reserved_env_volumes_and_mounts_are_invalid_specs() {
+        let cfg = OperatorConfig::defaults();
+        for (runner, want) in [
+            (
+                "{env: [{name: CLOTHJOB_UID, value: x}]}",
+                "may not set CLOTHJOB_UID",
+            ),
+            ("{env: [{name: HOME, value: /root}]}", "may not set HOME"),
+            (
+                "{env: [{name: LD_PRELOAD, value: /x.so}]}",
+                "may not set LD_PRELOAD",
+            ),
+            (
+                "{env: [{name: A, valueFrom: {}}]}",
+                "exactly one of configMapKeyRef",
+            ),
+            (
+                "{volumes: [{name: h, hostPath: {path: /}}]}",
+                "exactly one of configMap, secret",
+            ),
+            (
+                "{volumes: [{name: c, csi: {driver: d}}]}",
+                "must be readOnly: true",
+            ),
+            (
+                "{volumes: [{name: clothjob-tmp, emptyDir: {}}]}",
+                "are the operator's",
+            ),
+            (
+                "{volumes: [{name: s, emptyDir: {}}], volumeMounts: [{name: s, mountPath: /tmp}]}",
+                "mountPath /tmp",
+            ),
+            (
+                "{volumes: [{name: s, emptyDir: {}}], volumeMounts: [{name: s, mountPath: /var/run}]}",
+                "mountPath /var/run",
+            ),
+            (
+                "{volumes: [{name: s, emptyDir: {}}], volumeMounts: [{name: s, mountPath: /data/../tmp}]}",
+                "mountPath /data/../tmp",
+            ),
+            (
+                "{volumes: [{name: s, emptyDir: {}}], volumeMounts: [{name: s, mountPath: /x, subPath: ../y}]}",
+                "subPath",
+            ),
+            (
+                "{volumeMounts: [{name: nope, mountPath: /data}]}",
+                "no runner volume",
+            ),
+        ] {
+            let spec = format!("  source: {{url: 'http://x/y.jpg'}}\n  runner: {runner}\n");
+            let msg = invalid_spec(&cj(&spec), &cfg);
+            assert!(msg.contains(want), "{runner}: {want:?} not in {msg}");
+        }
+    }
+
+    #[test]
+    fn the_pod_runs_under_the_restricted_profile_with_a_scratch_tmp() {
+        let job = build_job(
+            &cj("  source: {configMapRef: {name: photos, key: a.jpg}}\n"),
+            &OperatorConfig::defaults(),
+        )
+        .unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let psc = pod.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(
+            (psc.run_as_user, psc.run_as_group),
+            (Some(65532), Some(65532))
+        );
+        assert_eq!(
+            psc.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        assert_eq!(pod.enable_service_links, Some(false));
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            (sc.run_as_user, sc.run_as_group),
+            (Some(65532), Some(65532))
+        );
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert!(sc.capabilities.as_ref().unwrap().add.is_none());
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let volumes = pod.volumes.as_ref().unwrap();
+        let tmp = volumes.iter().find(|v| v.name == SCRATCH_VOLUME).unwrap();
+        assert!(tmp.empty_dir.is_some());
+        // Only volume types the restricted profile allows.
+        for v in volumes {
+            assert!(
+                v.empty_dir.is_some() || v.config_map.is_some() || v.secret.is_some(),
+                "{v:?}"
+            );
+        }
+        let mounts = c.volume_mounts.as_ref().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m.name == SCRATCH_VOLUME && m.mount_path == "/tmp")
+        );
+        let env: BTreeMap<_, _> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e.value.as_deref()))
+            .collect();
+        assert_eq!(env["TMPDIR"], Some("/tmp"));
+        assert_eq!(env["HOME"], Some("/tmp"));
+        assert_eq!(env[contract::ENV_SCRATCH_DIR], Some("/tmp"));
+        assert!(!env.contains_key(contract::ENV_ALLOWED_NETWORKS));
+    }
+
+    #[test]
+    fn allowed_networks_and_the_default_deadline_reach_the_job() {
+        let cfg = OperatorConfig {
+            allowed_networks: vec!["127.0.0.0/8".into(), "198.18.0.0/15".into()],
+            ..OperatorConfig::defaults()
+        };
+        let job = build_job(&cj("  source: {url: 'http://x/y.jpg'}\n"), &cfg).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(
+            spec.active_deadline_seconds,
+            Some(3600),
+            "the operator's default"
+        );
+        let c = &spec.template.spec.unwrap().containers[0];
+        let nets = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == contract::ENV_ALLOWED_NETWORKS)
+            .unwrap();
+        assert_eq!(nets.value.as_deref(), Some("127.0.0.0/8,198.18.0.0/15"));
+        // The ClothJob's own deadline wins; 0 means no default.
+        let own = cj("  source: {url: 'http://x/y.jpg'}\n  activeDeadlineSeconds: 60\n");
+        let job = build_job(&own, &cfg).unwrap();
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, Some(60));
+        let none = OperatorConfig {
+            default_active_deadline_seconds: 0,
+            ..OperatorConfig::defaults()
+        };
+        let job = build_job(&cj("  source: {url: 'http://x/y.jpg'}\n"), &none).unwrap();
+        assert_eq!(job.spec.unwrap().active_deadline_seconds, None);
+    }
+
+    #[test]
+    fn label_values_cut_to_63_never_end_in_a_separator() {
+        // 62 letters, then '-': cut to 63 characters it would end in '-'.
+        let name = format!("{}-{}", "a".repeat(62), "b".repeat(7));
+        assert_eq!(name.len(), 70);
+        let mut c = cj("  source: {url: 'http://x/y.jpg'}\n");
+        c.metadata.name = Some(name);
+        let labels = labels(&c);
+        for key in ["app.kubernetes.io/instance", contract::LABEL_CLOTHJOB] {
+            assert_eq!(labels[key], "a".repeat(62), "{key}");
+        }
+        assert_eq!(label_value("x._-"), "x");
+        assert_eq!(
+            label_value(&format!("{}.b", "a".repeat(62))),
+            "a".repeat(62)
+        );
+        for v in labels.values() {
+            assert!(v.len() <= 63);
+            assert!(!v.ends_with(['-', '_', '.']), "{v}");
+        }
+        // The Job for such a name is valid too.
+        let job = build_job(&c, &OperatorConfig::defaults()).unwrap();
+        assert!(job.metadata.name.unwrap().len() <= 63);
     }
 }

@@ -1,6 +1,7 @@
 //! The ClothJob operator: reconciles each ClothJob into one batch/v1 Job running the runner,
 //! and reports the job's lifecycle (conditions, phase, attempts, times) and Events.
 
+pub mod access;
 pub mod config;
 pub mod decide;
 pub mod error;

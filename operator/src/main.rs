@@ -29,6 +29,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let config = OperatorConfig::parse();
+    // A bad policy setting stops the operator at once, before any runner is started with it.
+    config.validate()?;
+    tracing::info!(
+        runner_images = ?config.runner_images(),
+        runner_service_accounts = ?config.runner_service_accounts(),
+        allowed_networks = ?config.networks(),
+        default_active_deadline_seconds = config.default_active_deadline_seconds,
+        pending_timeout_seconds = config.pending_timeout_seconds,
+        "runner policy"
+    );
     let client = kube::Client::try_default().await?;
     let metrics = Metrics::new()?;
     let ready = Arc::new(AtomicBool::new(false));
