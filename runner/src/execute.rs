@@ -58,10 +58,7 @@ async fn resolve_models(
         m: &OnnxModelRef,
         stage: StageName,
     ) -> Result<(std::path::PathBuf, ModelFamily), PipelineError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| PipelineError::Internal(format!("HTTP client: {e}")))?;
+        let client = crate::options::model_download_client(&m.uri).await?;
         let cache = clothjob_onnx::default_cache_dir();
         let path = clothjob_onnx::resolve_model(&client, &m.uri, m.sha256.as_deref(), &cache)
             .await

@@ -1,11 +1,15 @@
-//! Maps a ClothJob's `spec.pipeline` and `spec.output` to the pipeline's own options.
+//! Maps a ClothJob's `spec.pipeline` and `spec.output` to the pipeline's own options, and
+//! reads the runner's network policy (`CLOTHJOB_ALLOWED_NETWORKS`, the operator's
+//! `--allowed-networks`) that every outbound request goes through.
 
 use std::time::Duration;
 
+use clothjob_api::contract::ENV_ALLOWED_NETWORKS;
 use clothjob_api::{
     BackgroundRemovalBackend, ExpansionBackend, OnnxModel, Output, Pipeline, SegmentationBackend,
 };
 use clothjob_backends::gemini::{DEFAULT_ENDPOINT, GeminiConfig, GeminiExpander};
+use clothjob_backends::netguard::{self, NetworkPolicy, Redirects};
 use clothjob_onnx::ModelFamily;
 use clothjob_pipeline::{
     BackgroundRemovalOptions, EncodingOptions, ExpansionOptions, Options, SegmentationOptions,
@@ -122,6 +126,66 @@ pub const ENV_GEMINI_API_KEY: &str = "GEMINI_API_KEY";
 /// The total time cap of the gemini expansion stage when the spec sets none, in seconds.
 pub const DEFAULT_GEMINI_TIMEOUT_SECONDS: i32 = 300;
 
+/// The network policy of this runner: public addresses, plus the networks and hosts listed
+/// in [`ENV_ALLOWED_NETWORKS`] (set by the operator from its `--allowed-networks`). A value
+/// that does not parse is a [`RunError::Config`].
+pub fn network_policy_from_env() -> Result<NetworkPolicy, RunError> {
+    match std::env::var(ENV_ALLOWED_NETWORKS) {
+        Ok(list) => NetworkPolicy::parse(&list).map_err(|e| RunError::Config(e.to_string())),
+        Err(std::env::VarError::NotPresent) => Ok(NetworkPolicy::public_only()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(RunError::Config(format!(
+            "{ENV_ALLOWED_NETWORKS} is not UTF-8"
+        ))),
+    }
+}
+
+/// The HTTP client that downloads the ONNX model at `uri` (a path or `file://` needs none
+/// but gets one): guarded by the network policy of [`ENV_ALLOWED_NETWORKS`]. An `https://`
+/// model on a refused address (a literal IP, or a name whose every address is refused) is
+/// [`PipelineError::InvalidOptions`] here, before any connection; the client checks again
+/// when it connects and on every redirect.
+pub async fn model_download_client(
+    uri: &str,
+) -> Result<reqwest::Client, clothjob_pipeline::PipelineError> {
+    let policy = network_policy_from_env()
+        .map_err(|e| clothjob_pipeline::PipelineError::InvalidOptions(e.to_string()))?;
+    model_download_client_with(uri, &policy).await
+}
+
+/// [`model_download_client`] with the network policy given.
+pub async fn model_download_client_with(
+    uri: &str,
+    policy: &NetworkPolicy,
+) -> Result<reqwest::Client, clothjob_pipeline::PipelineError> {
+    use clothjob_pipeline::PipelineError;
+    let refused = |reason: String| {
+        PipelineError::InvalidOptions(format!(
+            "ONNX model {}: {reason}",
+            netguard::redact_url_str(uri)
+        ))
+    };
+    if let Ok(url) = url::Url::parse(uri)
+        && matches!(url.scheme(), "http" | "https")
+    {
+        policy.check_url(&url).map_err(|e| refused(e.to_string()))?;
+        if let Some(url::Host::Domain(host)) = url.host()
+            && !policy.allows_host_name(host)
+        {
+            // Resolve once to fail clearly now; a resolution error is left to the download.
+            if let Ok(addrs) = tokio::net::lookup_host((host, 0)).await
+                && let Err(e) = policy.filter_resolved(host, addrs)
+            {
+                return Err(refused(e.to_string()));
+            }
+        }
+    }
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(30));
+    policy
+        .guard_async(builder, Redirects::Follow)
+        .build()
+        .map_err(|e| PipelineError::Internal(format!("HTTP client: {e}")))
+}
+
 /// The value of [`ENV_GEMINI_API_KEY`], when set.
 pub fn gemini_api_key_from_env() -> Option<String> {
     std::env::var(ENV_GEMINI_API_KEY).ok()
@@ -131,8 +195,24 @@ pub fn gemini_api_key_from_env() -> Option<String> {
 /// model, endpoint (default the public API), the spec's prompt appended to the built-in one,
 /// and `timeoutSeconds` (default 300) as the stage's total time cap. `api_key` is the value
 /// of [`ENV_GEMINI_API_KEY`]; without one (or with a bad model or endpoint) this is a
-/// [`RunError::Config`], before any work is done.
+/// [`RunError::Config`], before any work is done. The endpoint is under the network policy
+/// of [`ENV_ALLOWED_NETWORKS`] ([`gemini_with`]).
 pub fn gemini(p: &Pipeline, api_key: Option<String>) -> Result<Option<GeminiConfig>, RunError> {
+    let stage = &p.expansion;
+    if !stage.enabled || stage.backend != ExpansionBackend::Gemini {
+        return Ok(None);
+    }
+    gemini_with(p, api_key, &network_policy_from_env()?)
+}
+
+/// [`gemini`] with the network policy given: the endpoint must be `https` unless its host
+/// is allowed by `network`, and a literal non-public address it does not allow is a
+/// [`RunError::Config`] (`refused to connect to …`).
+pub fn gemini_with(
+    p: &Pipeline,
+    api_key: Option<String>,
+    network: &NetworkPolicy,
+) -> Result<Option<GeminiConfig>, RunError> {
     let stage = &p.expansion;
     if !stage.enabled || stage.backend != ExpansionBackend::Gemini {
         return Ok(None);
@@ -163,9 +243,66 @@ pub fn gemini(p: &Pipeline, api_key: Option<String>) -> Result<Option<GeminiConf
         .unwrap_or(DEFAULT_GEMINI_TIMEOUT_SECONDS)
         .max(1);
     config.total_timeout = Duration::from_secs(u64::try_from(seconds).unwrap_or(300));
+    config.network = network.clone();
     GeminiExpander::new(config.clone())
         .map_err(|e| RunError::Config(format!("expansion.gemini: {e}")))?;
     Ok(Some(config))
+}
+
+/// Everything the runner derives from a ClothJob spec before it runs.
+#[derive(Debug)]
+pub struct SpecSettings {
+    /// The parsed spec.
+    pub spec: clothjob_api::ClothJobSpec,
+    /// The stage options.
+    pub options: Options,
+    /// The ONNX models the stages need.
+    pub onnx: OnnxModels,
+    /// The remote background remover, when asked for.
+    pub remote_remover: Option<RemoteRemoverSettings>,
+    /// The Gemini settings, when expansion runs on Gemini (`Debug` hides the key).
+    pub gemini: Option<GeminiConfig>,
+    /// The source as shown in messages (`url`/`uri` without query or credentials).
+    pub source_shown: Option<String>,
+}
+
+/// Parses a ClothJob spec as `kubectl apply` takes it (YAML or JSON; the whole manifest or
+/// only its `spec`) and builds every setting the runner derives from it, `api_key` standing
+/// for [`ENV_GEMINI_API_KEY`] and `network` for the runner's network policy. The entry point
+/// of the spec parser and the option builders as a whole: any bytes give a value or an
+/// error (a [`RunError::Config`] for what does not parse), never a panic (fuzzed by
+/// `fuzz/fuzz_targets/spec.rs`).
+pub fn settings_from_spec(
+    bytes: &[u8],
+    api_key: Option<String>,
+    network: &NetworkPolicy,
+) -> Result<SpecSettings, RunError> {
+    let document: serde_yaml::Value = serde_yaml::from_slice(bytes)
+        .map_err(|e| RunError::Config(format!("the ClothJob is not YAML: {e}")))?;
+    let spec_value = match document.get("spec") {
+        Some(spec) if document.get("kind").is_some() => spec.clone(),
+        _ => document,
+    };
+    let spec: clothjob_api::ClothJobSpec =
+        serde_yaml::from_value(spec_value).map_err(|e| RunError::Config(format!("spec: {e}")))?;
+    let options = pipeline_options(&spec.pipeline, &spec.output)?;
+    let onnx = onnx_models(&spec.pipeline)?;
+    let remote_remover = remote_remover(&spec.pipeline);
+    let gemini = gemini_with(&spec.pipeline, api_key, network)?;
+    let source_shown = spec
+        .source
+        .url
+        .as_deref()
+        .or(spec.source.uri.as_deref())
+        .map(netguard::redact_url_str);
+    Ok(SpecSettings {
+        spec,
+        options,
+        onnx,
+        remote_remover,
+        gemini,
+        source_shown,
+    })
 }
 
 /// Parses `#RRGGBB`.
@@ -379,8 +516,11 @@ mod tests {
         let p = gemini_spec(
             ", endpoint: 'http://127.0.0.1:9', prompt: 'Fold the sleeves.', timeoutSeconds: 20",
         );
-        let c = gemini(&p, Some("key-2".into())).unwrap().unwrap();
+        let c = gemini_with(&p, Some("key-2".into()), &loopback())
+            .unwrap()
+            .unwrap();
         assert_eq!(c.endpoint, "http://127.0.0.1:9");
+        assert_eq!(c.network, loopback());
         assert_eq!(c.extra_prompt.as_deref(), Some("Fold the sleeves."));
         assert_eq!(c.total_timeout, Duration::from_secs(20));
     }
@@ -393,7 +533,7 @@ mod tests {
             assert!(matches!(e, RunError::Config(_)), "{e}");
             assert!(e.to_string().contains("GEMINI_API_KEY"), "{e}");
             assert_eq!(e.category(), "InvalidSpec");
-            assert_eq!(e.exit_code(), clothjob_api::contract::EXIT_BAD_INPUT);
+            assert_eq!(e.exit_code(), clothjob_api::contract::EXIT_INVALID_SPEC);
         }
         let no_block: Pipeline = serde_yaml::from_str("expansion: {backend: gemini}\n").unwrap();
         let e = gemini(&no_block, Some("k".into())).unwrap_err();
@@ -411,6 +551,93 @@ mod tests {
         )
         .unwrap();
         assert!(gemini(&off, None).unwrap().is_none());
+    }
+
+    fn loopback() -> NetworkPolicy {
+        NetworkPolicy::parse("127.0.0.0/8").unwrap()
+    }
+
+    #[test]
+    fn the_env_var_is_the_contract_one() {
+        assert_eq!(netguard::ENV_ALLOWED_NETWORKS, ENV_ALLOWED_NETWORKS);
+    }
+
+    #[test]
+    fn a_gemini_endpoint_must_be_https_and_public_unless_allowed() {
+        let public = NetworkPolicy::public_only();
+        let http = gemini_spec(", endpoint: 'http://127.0.0.1:9'");
+        let e = gemini_with(&http, Some("k".into()), &public).unwrap_err();
+        assert_eq!(e.category(), "InvalidSpec");
+        assert!(e.to_string().contains("must be https"), "{e}");
+        let http_name = gemini_spec(", endpoint: 'http://gemini.example.com'");
+        assert!(gemini_with(&http_name, Some("k".into()), &public).is_err());
+        let allowed_name = NetworkPolicy::parse("gemini.example.com").unwrap();
+        assert!(gemini_with(&http_name, Some("k".into()), &allowed_name).is_ok());
+        let metadata = gemini_spec(", endpoint: 'https://169.254.169.254'");
+        let e = gemini_with(&metadata, Some("k".into()), &public).unwrap_err();
+        assert_eq!(e.category(), "InvalidSpec");
+        assert!(
+            e.to_string().contains(
+                "refused to connect to 169.254.169.254: link-local address; allow it with the operator's --allowed-networks"
+            ),
+            "{e}"
+        );
+        assert!(
+            gemini_with(
+                &metadata,
+                Some("k".into()),
+                &NetworkPolicy::parse("169.254.0.0/16").unwrap()
+            )
+            .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_model_on_a_refused_address_is_an_invalid_spec_before_any_download() {
+        let public = NetworkPolicy::public_only();
+        for uri in [
+            "https://169.254.169.254/models/u2netp.onnx?token=secret",
+            "https://[::1]/m.onnx",
+            "https://localhost:1/m.onnx",
+        ] {
+            let e = model_download_client_with(uri, &public).await.unwrap_err();
+            assert_eq!(e.category(), "InvalidOptions", "{uri}: {e}");
+            assert!(e.to_string().contains("refused to connect to"), "{e}");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
+        model_download_client_with("https://localhost:1/m.onnx", &loopback())
+            .await
+            .unwrap();
+        model_download_client_with("/models/u2netp.onnx", &public)
+            .await
+            .unwrap();
+        // A public literal address (no resolution, no traffic: the client is only built).
+        model_download_client_with("https://[2606:4700::1111]/u2netp.onnx", &public)
+            .await
+            .unwrap();
+    }
+
+    #[test]
+    fn a_whole_manifest_or_its_spec_gives_every_setting() {
+        let manifest = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/clothjob.yaml"
+        ))
+        .unwrap();
+        let s = settings_from_spec(&manifest, None, &NetworkPolicy::public_only()).unwrap();
+        assert_eq!(s.options, Options::default());
+        assert!(s.gemini.is_none() && s.remote_remover.is_none());
+        let spec = b"source: {url: 'https://u:p@photos.example.com/a.jpg?sig=1'}\noutput: {uri: 's3://b/p'}\npipeline: {backgroundRemoval: {backend: remote, remote: {url: 'http://rembg:7000'}}}\n";
+        let s = settings_from_spec(spec, None, &NetworkPolicy::public_only()).unwrap();
+        assert_eq!(
+            s.source_shown.as_deref(),
+            Some("https://photos.example.com/a.jpg")
+        );
+        assert_eq!(s.remote_remover.unwrap().url, "http://rembg:7000");
+        for bad in [&b"{"[..], b"source: 3", b"- a", b"\xff\xfe", b""] {
+            let e = settings_from_spec(bad, None, &NetworkPolicy::public_only()).unwrap_err();
+            assert_eq!(e.category(), "InvalidSpec", "{e}");
+        }
     }
 
     #[test]

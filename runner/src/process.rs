@@ -322,7 +322,10 @@ mod tests {
         assert_eq!(g.model, "gemini-2.5-flash-image");
         assert_eq!(g.endpoint.as_deref(), Some("http://127.0.0.1:8080"));
         assert_eq!(g.timeout_seconds, Some(30));
-        let c = gemini(&p, Some("k".into())).unwrap().unwrap();
+        let loopback = clothjob_backends::NetworkPolicy::parse("127.0.0.0/8").unwrap();
+        let c = crate::options::gemini_with(&p, Some("k".into()), &loopback)
+            .unwrap()
+            .unwrap();
         assert_eq!(c.total_timeout, Duration::from_secs(30));
     }
 

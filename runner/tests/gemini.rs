@@ -28,6 +28,8 @@ fn process(dir: &Path, endpoint: &str, key: Option<&str>, extra: &[&str]) -> Out
         .arg("--out")
         .arg(dir.join("out"))
         .env_remove("GEMINI_API_KEY")
+        // The fakes serve on loopback: allowed as the operator's --allowed-networks would.
+        .env(clothjob_api::contract::ENV_ALLOWED_NETWORKS, "127.0.0.0/8")
         .env("RUST_LOG", "warn");
     for set in [
         "expansion.backend=gemini".to_string(),
