@@ -180,12 +180,14 @@ fn default_render_has_the_operator_and_cluster_wide_rbac() {
     assert_eq!(
         kinds,
         BTreeMap::from([
-            ("ClusterRole", 2),
+            ("ClusterRole", 1),
             ("ClusterRoleBinding", 1),
             ("CustomResourceDefinition", 1),
             ("Deployment", 1),
             ("Service", 1),
             ("ServiceAccount", 1),
+            ("ValidatingAdmissionPolicy", 1),
+            ("ValidatingAdmissionPolicyBinding", 1),
         ])
     );
     let v = app_version().unwrap();
@@ -201,9 +203,25 @@ fn default_render_has_the_operator_and_cluster_wide_rbac() {
         clothjob_api::contract::DEFAULT_RUNNER_IMAGE
     );
     assert_eq!(env_value(&objs, "CLOTHJOB_WATCH_NAMESPACES"), "");
+    // The runner policy's defaults: only the runner image, no other service account, public
+    // networks only, the operator's default deadline and pending time-out.
+    for (name, want) in [
+        ("CLOTHJOB_ALLOWED_RUNNER_IMAGES", ""),
+        ("CLOTHJOB_ALLOWED_RUNNER_SERVICE_ACCOUNTS", ""),
+        ("CLOTHJOB_ALLOWED_NETWORKS", ""),
+        ("CLOTHJOB_DEFAULT_ACTIVE_DEADLINE_SECONDS", "3600"),
+        ("CLOTHJOB_PENDING_TIMEOUT_SECONDS", "600"),
+    ] {
+        assert_eq!(env_value(&objs, name), want, "{name}");
+    }
+    // No shared runner account or role any more: each ClothJob gets its own.
+    assert_eq!(
+        env_value(&objs, "CLOTHJOB_RUNNER_SERVICE_ACCOUNT"),
+        "<no such env>"
+    );
     assert_eq!(
         env_value(&objs, "CLOTHJOB_RUNNER_CLUSTER_ROLE"),
-        "clothjob-runner"
+        "<no such env>"
     );
     assert_eq!(
         c["livenessProbe"]["httpGet"]["path"].as_str(),
@@ -290,7 +308,7 @@ fn rejected(extra: &[&str]) -> Result<String> {
 
 #[test]
 fn schema_rejects_bad_values_with_a_clear_message() {
-    let cases: [(&[&str], &[&str]); 8] = [
+    let cases: [(&[&str], &[&str]); 13] = [
         (&["--set", "replicaCount=two"], &["replicaCount", "integer"]),
         (&["--set", "bogus=1"], &["bogus", "additional properties"]),
         (
@@ -307,6 +325,26 @@ fn schema_rejects_bad_values_with_a_clear_message() {
         (
             &["--set", "runnerImage=my/runner:1"],
             &["runnerImage", "object"],
+        ),
+        (
+            &["--set", "allowedRunnerServiceAccounts[0]=Bad_Name"],
+            &["allowedRunnerServiceAccounts"],
+        ),
+        (
+            &["--set", "allowedRunnerImages[0]=a b"],
+            &["allowedRunnerImages"],
+        ),
+        (
+            &["--set", "allowedNetworks[0]=10.0.0.0/8 x"],
+            &["allowedNetworks"],
+        ),
+        (
+            &["--set", "defaultActiveDeadlineSeconds=-1"],
+            &["defaultActiveDeadlineSeconds"],
+        ),
+        (
+            &["--set", "pendingTimeoutSeconds=0"],
+            &["pendingTimeoutSeconds"],
         ),
     ];
     for (args, words) in cases {
@@ -328,6 +366,176 @@ fn schema_rejects_bad_values_with_a_clear_message() {
         String::from_utf8_lossy(&lint.stdout)
             .contains("at '/replicaCount': got string, want integer")
     );
+}
+
+#[test]
+fn runner_policy_values_reach_the_operator() {
+    let objs = objects(&[
+        "--set",
+        "allowedRunnerImages={registry.example.com/runner-gpu:1,registry.example.com/runner@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef}",
+        "--set",
+        "allowedRunnerServiceAccounts={models-reader,s3.writer}",
+        "--set",
+        "allowedNetworks={127.0.0.0/8,198.18.0.0/15,minio.storage.svc}",
+        "--set",
+        "defaultActiveDeadlineSeconds=10000000",
+        "--set",
+        "pendingTimeoutSeconds=120",
+    ])
+    .unwrap();
+    assert_eq!(
+        env_value(&objs, "CLOTHJOB_ALLOWED_RUNNER_IMAGES"),
+        "registry.example.com/runner-gpu:1,registry.example.com/runner@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(
+        env_value(&objs, "CLOTHJOB_ALLOWED_RUNNER_SERVICE_ACCOUNTS"),
+        "models-reader,s3.writer"
+    );
+    assert_eq!(
+        env_value(&objs, "CLOTHJOB_ALLOWED_NETWORKS"),
+        "127.0.0.0/8,198.18.0.0/15,minio.storage.svc"
+    );
+    // Integers stay integers (not 1e+07).
+    assert_eq!(
+        env_value(&objs, "CLOTHJOB_DEFAULT_ACTIVE_DEADLINE_SECONDS"),
+        "10000000"
+    );
+    assert_eq!(env_value(&objs, "CLOTHJOB_PENDING_TIMEOUT_SECONDS"), "120");
+    // The status guard also covers the allowed service accounts.
+    let vap = the(&objs, "ValidatingAdmissionPolicy");
+    let cond = vap["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        cond.contains("['models-reader', 's3.writer'].exists(n, "),
+        "{cond}"
+    );
+}
+
+/// The operator's rules: enough to give each ClothJob's runner its own ServiceAccount, Role
+/// and RoleBinding, holding what that Role grants (RBAC's escalation check), and no `bind`,
+/// `escalate` or `impersonate`, no Secrets, no ClusterRoles.
+#[test]
+fn operator_rules_grant_per_job_identity_without_bind_or_escalate() {
+    let objs = objects(&[]).unwrap();
+    let role = the(&objs, "ClusterRole");
+    let rules = role["rules"].as_sequence().unwrap();
+    let allows = |group: &str, resource: &str, verb: &str| {
+        rules.iter().any(|r| {
+            r["apiGroups"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|g| g.as_str() == Some(group))
+                && r["resources"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|x| x.as_str() == Some(resource))
+                && r["verbs"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v.as_str() == Some(verb))
+        })
+    };
+    for (group, resource, verbs) in [
+        ("", "serviceaccounts", &["get", "create", "patch"][..]),
+        (
+            "rbac.authorization.k8s.io",
+            "roles",
+            &["get", "create", "patch"][..],
+        ),
+        (
+            "rbac.authorization.k8s.io",
+            "rolebindings",
+            &["get", "create", "patch"][..],
+        ),
+        // What the per-job Role grants, which the operator must hold itself.
+        ("closetconnect.io", "clothjobs", &["get"][..]),
+        (
+            "closetconnect.io",
+            "clothjobs/status",
+            &["get", "patch"][..],
+        ),
+    ] {
+        for verb in verbs {
+            assert!(allows(group, resource, verb), "{verb} {group}/{resource}");
+        }
+    }
+    let listed = |key: &str| -> Vec<&str> {
+        rules
+            .iter()
+            .flat_map(|r| r[key].as_sequence().into_iter().flatten())
+            .filter_map(|v| v.as_str())
+            .collect()
+    };
+    for verb in listed("verbs") {
+        assert!(
+            !["bind", "escalate", "impersonate", "*"].contains(&verb),
+            "the operator may {verb}"
+        );
+    }
+    for resource in listed("resources") {
+        assert!(
+            !["secrets", "clusterroles", "clusterrolebindings", "*"].contains(&resource),
+            "the operator has rights on {resource}"
+        );
+    }
+}
+
+#[test]
+fn the_status_guard_is_rendered_and_bound() {
+    let objs = objects(&[]).unwrap();
+    let vap = the(&objs, "ValidatingAdmissionPolicy");
+    assert_eq!(
+        vap["apiVersion"].as_str(),
+        Some("admissionregistration.k8s.io/v1")
+    );
+    assert_eq!(
+        vap["spec"]["matchConstraints"]["resourceRules"],
+        y(
+            "[{apiGroups: [closetconnect.io], apiVersions: ['*'], operations: [UPDATE], resources: [clothjobs/status]}]"
+        )
+    );
+    assert_eq!(vap["spec"]["failurePolicy"].as_str(), Some("Fail"));
+    let cond = vap["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        cond.contains(&format!(
+            ":{}[^:]+$')",
+            clothjob_api::contract::RUNNER_SA_PREFIX
+        )),
+        "{cond}"
+    );
+    assert!(
+        cond.contains("[].exists(n, "),
+        "no allowed accounts: {cond}"
+    );
+    let check = vap["spec"]["validations"][0]["expression"]
+        .as_str()
+        .unwrap_or_default();
+    for f in clothjob_api::status::OPERATOR_FIELDS {
+        assert!(
+            check.contains(&format!("object.status.{f} == oldObject.status.{f}")),
+            "{f} not guarded: {check}"
+        );
+    }
+    for f in clothjob_api::status::RUNNER_FIELDS {
+        assert!(
+            !check.contains(&format!("status.{f})")),
+            "{f} guarded: {check}"
+        );
+    }
+    let binding = the(&objs, "ValidatingAdmissionPolicyBinding");
+    assert_eq!(
+        binding["spec"],
+        y("{policyName: clothjob-runner-status-guard, validationActions: [Deny]}")
+    );
+    // Rendered with watchNamespaces too (cluster-scoped, like the CRD).
+    let objs = objects(&["--set", "watchNamespaces={team-a}"]).unwrap();
+    assert_eq!(of_kind(&objs, "ValidatingAdmissionPolicy").len(), 1);
 }
 
 #[test]
@@ -438,10 +646,9 @@ fn watch_namespaces_renders_a_role_and_binding_in_each_namespace() {
         .into_iter()
         .map(|r| r["metadata"]["name"].as_str().unwrap_or_default())
         .collect();
-    assert_eq!(
-        cluster_roles,
-        ["clothjob-runner"],
-        "only the runner's ClusterRole"
+    assert!(
+        cluster_roles.is_empty(),
+        "nothing cluster-wide but the status guard: {cluster_roles:?}"
     );
     for k in ["Role", "RoleBinding"] {
         let namespaces: Vec<_> = of_kind(&objs, k)
@@ -892,14 +1099,15 @@ fn text(out: &Output) -> String {
 /// `helm install` on a real API server with watchNamespaces, a PDB and the NetworkPolicy: every
 /// object is accepted, the notes say how to submit a job, and the operator, running as its
 /// service account with only the Roles the chart grants, syncs its caches and runs a ClothJob in
-/// a watched namespace (keeping the runner's access there), while it never sees one outside.
+/// a watched namespace (making the runner's own ServiceAccount, Role and RoleBinding there),
+/// while it never sees one outside.
 /// `helm uninstall` keeps the CRD.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_with_watch_namespaces_on_a_real_api_server() {
     use clothjob_api::ClothJob;
     use k8s_openapi::api::batch::v1::Job;
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::RoleBinding;
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::Api;
     use std::time::Duration;
@@ -1013,8 +1221,6 @@ async fn helm_install_with_watch_namespaces_on_a_real_api_server() {
         .env_clear()
         .env("KUBECONFIG", &kubeconfig)
         .env("RUST_LOG", "info")
-        .env("CLOTHJOB_RUNNER_SERVICE_ACCOUNT", "clothjob-runner")
-        .env("CLOTHJOB_RUNNER_CLUSTER_ROLE", "clothjob-runner")
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
         .kill_on_drop(true)
@@ -1061,14 +1267,49 @@ async fn helm_install_with_watch_namespaces_on_a_real_api_server() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\noperator log:\n{}", logs()));
-    // The runner's access, kept by the operator through its Role's `bind` on the runner role.
-    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-b");
-    assert!(sas.get_opt("clothjob-runner").await.unwrap().is_some());
-    let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), "team-b");
-    let rb = rbs.get("clothjob-runner").await.unwrap();
-    assert_eq!(rb.role_ref.kind, "ClusterRole");
-    assert_eq!(rb.role_ref.name, "clothjob-runner");
+    // The runner's own identity, made by the operator with only the namespaced Role the chart
+    // grants (no `bind`, no `escalate`): a ServiceAccount, a Role and a RoleBinding named after
+    // the Job, owned by the ClothJob, and the Job's pod runs as that account.
     let cj: Api<ClothJob> = Api::namespaced(client.clone(), "team-b");
+    let owner_uid = cj.get("tshirt").await.unwrap().metadata.uid.unwrap();
+    let job = jobs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let job_name = job.metadata.name.clone().unwrap();
+    let runner_sa = format!("{}{job_name}", clothjob_api::contract::RUNNER_SA_PREFIX);
+    let pod_sa = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|p| p.service_account_name.clone());
+    assert_eq!(pod_sa.as_deref(), Some(runner_sa.as_str()));
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-b");
+    let roles: Api<Role> = Api::namespaced(client.clone(), "team-b");
+    let rbs: Api<RoleBinding> = Api::namespaced(client.clone(), "team-b");
+    let sa = sas.get(&runner_sa).await.unwrap();
+    let role = roles.get(&runner_sa).await.unwrap();
+    let rb = rbs.get(&runner_sa).await.unwrap();
+    for meta in [&sa.metadata, &role.metadata, &rb.metadata] {
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str()),
+            ("ClothJob", owner_uid.as_str())
+        );
+    }
+    for rule in role.rules.unwrap() {
+        assert_eq!(rule.resource_names, Some(vec!["tshirt".to_string()]));
+    }
+    assert_eq!(
+        (rb.role_ref.kind.as_str(), rb.role_ref.name.as_str()),
+        ("Role", runner_sa.as_str())
+    );
+    assert!(
+        sas.get_opt("clothjob-runner").await.unwrap().is_none(),
+        "no shared runner account"
+    );
     clothjob_testenv::wait_for(
         "team-b's ClothJob status",
         Duration::from_secs(30),

@@ -38,8 +38,10 @@ all namespaces
 
 {{/*
 What the operator may do in a namespace it watches: reconcile ClothJobs into Jobs, read their
-pods, record Events, and keep the runner's ServiceAccount and RoleBinding (to the runner
-ClusterRole, which it may bind and nothing else).
+pods and the Job controller's Events, record Events, and give each ClothJob's runner its own
+identity: a ServiceAccount, a Role with `get` on that ClothJob and `get`/`patch` on its status
+(resourceNames), and a RoleBinding. Kubernetes lets it create that Role and RoleBinding only
+because it holds those permissions itself (RBAC's escalation check): no `bind` or `escalate`.
 */}}
 {{- define "clothjob.operatorRules" -}}
 - apiGroups: [closetconnect.io]
@@ -64,10 +66,6 @@ ClusterRole, which it may bind and nothing else).
   resources: [serviceaccounts]
   verbs: [get, create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
-  resources: [rolebindings]
+  resources: [roles, rolebindings]
   verbs: [get, create, patch]
-- apiGroups: [rbac.authorization.k8s.io]
-  resources: [clusterroles]
-  verbs: [bind]
-  resourceNames: [{{ .Release.Name }}-runner]
 {{- end -}}
