@@ -158,8 +158,10 @@ pub fn build_images() -> Result<[PathBuf; 2]> {
     ])
 }
 
-/// Installs the CRDs and the chart's RBAC (ClusterRoles, the operator's service account in
-/// [`SYSTEM_NAMESPACE`]) into `cp`.
+/// Installs the CRDs, the chart's RBAC (the operator's ClusterRole and its service account in
+/// [`SYSTEM_NAMESPACE`]) and the chart's runner status guard (the ValidatingAdmissionPolicy that
+/// keeps runners off the operator's status fields) into `cp`. Runners need nothing installed:
+/// the operator gives each ClothJob's runner its own ServiceAccount, Role and RoleBinding.
 pub async fn install_crds_and_rbac(cp: &ControlPlane) -> Result<()> {
     let root = bins::workspace_root();
     cp.install_crds(root.join("crds")).await?;
@@ -174,6 +176,8 @@ pub async fn install_crds_and_rbac(cp: &ControlPlane) -> Result<()> {
             "templates/rbac.yaml",
             "--show-only",
             "templates/serviceaccount.yaml",
+            "--show-only",
+            "templates/runner-status-guard.yaml",
         ])
         .output()
         .await?;
@@ -288,6 +292,8 @@ pub struct Case {
     pub bucket: String,
     /// The operator watching this namespace.
     pub operator: OperatorProcess,
+    /// The kubeconfig of the operator's service account (to start more operator processes).
+    pub kubeconfig: PathBuf,
     /// Admin client.
     pub client: kube::Client,
     /// Scratch directory (manifests, the operator's log).
@@ -297,6 +303,12 @@ pub struct Case {
 impl Case {
     /// A namespace with its own bucket, credentials Secret and operator.
     pub async fn new(prefix: &str) -> Result<Self> {
+        Self::with_operator_args(prefix, &[]).await
+    }
+
+    /// [`new`](Self::new), the operator started with these extra flags (for example
+    /// `--allowed-runner-service-accounts=models-reader`).
+    pub async fn with_operator_args(prefix: &str, operator_args: &[&str]) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -320,11 +332,12 @@ impl Case {
         let kubeconfig = cp
             .write_kubeconfig_for_service_account(SYSTEM_NAMESPACE, "clothjob-operator")
             .await?;
-        let operator = OperatorProcess::start(
+        let operator = OperatorProcess::start_with_args(
             &env.bins.operator,
             &kubeconfig,
             &ns,
             &dir.path().join("operator.log"),
+            operator_args,
         )
         .await?;
         Ok(Self {
@@ -334,6 +347,7 @@ impl Case {
             bucket: ns.clone(),
             ns,
             operator,
+            kubeconfig,
             dir,
         })
     }

@@ -1,5 +1,6 @@
 //! The operator as a local process, authenticated as its own service account (so the chart's
-//! RBAC is what it runs with), watching one test namespace.
+//! RBAC is what it runs with), watching one test namespace. Its runners may reach the test
+//! servers: those on loopback and those exposed on the node's network ([`ALLOWED_NETWORKS`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -7,6 +8,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::process::{Child, Command};
+
+/// The non-public networks the test suite's runners reach: loopback (servers in the node's
+/// namespace) and the node network 198.18.0.0/15 (servers on the host exposed to the pods).
+pub const ALLOWED_NETWORKS: &str = "127.0.0.0/8,198.18.0.0/15";
 
 /// A running operator process.
 pub struct OperatorProcess {
@@ -17,6 +22,7 @@ pub struct OperatorProcess {
     kubeconfig: PathBuf,
     namespace: String,
     log: PathBuf,
+    args: Vec<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -33,6 +39,18 @@ impl OperatorProcess {
         namespace: &str,
         log: &Path,
     ) -> Result<Self> {
+        Self::start_with_args(binary, kubeconfig, namespace, log, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra flags after the usual ones (list flags such as
+    /// `--allowed-networks` add to them).
+    pub async fn start_with_args(
+        binary: &Path,
+        kubeconfig: &Path,
+        namespace: &str,
+        log: &Path,
+        args: &[&str],
+    ) -> Result<Self> {
         let mut op = Self {
             child: None,
             http: String::new(),
@@ -40,6 +58,7 @@ impl OperatorProcess {
             kubeconfig: kubeconfig.to_path_buf(),
             namespace: namespace.to_string(),
             log: log.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         op.spawn().await?;
         Ok(op)
@@ -56,14 +75,15 @@ impl OperatorProcess {
             .arg(&self.namespace)
             .arg("--http-addr")
             .arg(&self.http)
+            .arg("--allowed-networks")
+            .arg(ALLOWED_NETWORKS)
+            .args(&self.args)
             .env_clear()
             .env("KUBECONFIG", &self.kubeconfig)
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .env("CLOTHJOB_RUNNER_SERVICE_ACCOUNT", "clothjob-runner")
-            .env("CLOTHJOB_RUNNER_CLUSTER_ROLE", "clothjob-runner")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

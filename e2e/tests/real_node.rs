@@ -21,9 +21,9 @@ use clothjob_testenv::cluster::NODE_IP;
 use clothjob_testenv::cluster::forward::Forward;
 use clothjob_testenv::{Cluster, S3Server, bins, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use libtest_mimic::{Arguments, Failed, Trial};
 use sha2::{Digest, Sha256};
 
@@ -31,6 +31,8 @@ const RELEASE: &str = "clothjob";
 const SYSTEM_NS: &str = "clothjob-system";
 const S3_PORT: u16 = 9000;
 const BUCKET: &str = "closet";
+/// A runner image the chart allows but no node has.
+const ABSENT_IMAGE: &str = "ghcr.io/closetconnect/clothjob-runner:absent";
 
 /// The shared cluster with the chart installed, and an S3 server its pods reach.
 struct Env {
@@ -130,6 +132,13 @@ async fn setup() -> Result<Env> {
                 "--namespace",
                 SYSTEM_NS,
                 "--create-namespace",
+                // The test servers are on the node network (and loopback), which runners may
+                // reach only when allowed; the absent image is allowed so that the kubelet,
+                // not the operator's policy, is what stops it.
+                "--set",
+                "allowedNetworks={127.0.0.0/8,198.18.0.0/15}",
+                "--set",
+                &format!("allowedRunnerImages={{{ABSENT_IMAGE}}}"),
                 "--wait",
                 "--timeout",
                 "180s",
@@ -236,12 +245,21 @@ where
 }
 
 /// The chart's operator (in-cluster config, the chart's RBAC) runs a ClothJob in another
-/// namespace on the real node: the runner image's pod reads its projected service-account
-/// token, writes progress and outputs, and the outputs land in S3.
+/// namespace on the real node, one that enforces the `restricted` Pod Security profile: the
+/// runner image's pod, as its per-job service account, reads its projected token, writes
+/// progress and outputs, and the outputs land in S3.
 async fn chart_operator_completes_a_clothjob_in_another_namespace(env: Arc<Env>) -> Result<()> {
     let photo = tshirt_jpeg(320, 400)?;
     let ns = namespace(&env, "real-success", &photo).await?;
     let client = env.cluster.control_plane()?.client().await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let restricted = serde_json::json!({"metadata": {"labels": {
+        "pod-security.kubernetes.io/enforce": "restricted",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+    }}});
+    namespaces
+        .patch(&ns, &PatchParams::default(), &Patch::Merge(&restricted))
+        .await?;
     let api: Api<ClothJob> = Api::namespaced(client.clone(), &ns);
     api.create(&PostParams::default(), &clothjob("shirt", "")?)
         .await?;
@@ -273,6 +291,13 @@ async fn chart_operator_completes_a_clothjob_in_another_namespace(env: Arc<Env>)
     assert_eq!(
         spec.node_name.as_deref(),
         Some(clothjob_testenv::cluster::NODE_NAME)
+    );
+    assert!(
+        spec.service_account_name
+            .as_deref()
+            .is_some_and(|s| s.starts_with(contract::RUNNER_SA_PREFIX)),
+        "{:?}",
+        spec.service_account_name
     );
     let cs = pod
         .status
@@ -345,8 +370,8 @@ async fn an_absent_image_stays_pending_with_errimageneverpull(env: Arc<Env>) -> 
     let ns = namespace(&env, "real-noimage", &tshirt_jpeg(64, 80)?).await?;
     let client = env.cluster.control_plane()?.client().await?;
     let api: Api<ClothJob> = Api::namespaced(client.clone(), &ns);
-    let spec = "  runner: {image: 'ghcr.io/closetconnect/clothjob-runner:absent', imagePullPolicy: Never}\n";
-    api.create(&PostParams::default(), &clothjob("noimage", spec)?)
+    let spec = format!("  runner: {{image: '{ABSENT_IMAGE}', imagePullPolicy: Never}}\n");
+    api.create(&PostParams::default(), &clothjob("noimage", &spec)?)
         .await?;
     let msg = wait_waiting_reason(&client, &ns, "noimage", &["ErrImageNeverPull"]).await?;
     assert!(msg.contains("absent"), "{msg}");
