@@ -1,11 +1,16 @@
 //! Writes the runner's status fields to the ClothJob with server-side apply, coalescing
 //! changes within a stage to at most one write per interval. Stage boundaries and the final
 //! state are retried with exponential back-off ([`Backoff`]) through an apiserver outage;
-//! other progress writes are best effort. Every write carries the ClothJob's uid, so the
-//! apiserver refuses to write into a re-created ClothJob of the same name.
+//! other progress writes are best effort.
+//!
+//! A write never lands in a re-created ClothJob of the same name: the status subresource
+//! ignores `metadata.uid` in an apply body (it is sent anyway), so every write is
+//! preconditioned on a `resourceVersion` of the object whose uid was checked to be this
+//! runner's (the one the last write returned, else a fresh read). If anything changed the
+//! object since, the apiserver answers 409 and the uid is checked again.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use clothjob_api::{ClothJob, ClothJobStatus, contract};
@@ -106,7 +111,7 @@ pub enum ApiCallError {
         what: String,
         /// The apiserver's answer.
         #[source]
-        source: kube::Error,
+        source: CallError,
     },
     /// The apiserver did not answer usefully for the whole back-off budget.
     #[error("{what}: no success in {attempts} attempt(s) over {secs} s; last error: {last}")]
@@ -146,12 +151,31 @@ pub fn verdict(code: u16, message: &str) -> Verdict {
     }
 }
 
-fn verdict_of(e: &kube::Error) -> Verdict {
-    match e {
-        kube::Error::Api(s) => verdict(s.code, &s.message),
-        // Connection refused or reset, TLS, time-outs, a body cut short: the apiserver is
-        // not (yet) there.
-        _ => Verdict::Retry,
+/// One failed try of a call to the apiserver.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The ClothJob of that name has another uid than this runner's.
+    #[error("Precondition failed: UID in precondition: {ours}, UID in object meta: {theirs}")]
+    Replaced {
+        /// This runner's uid.
+        ours: String,
+        /// The uid of the object there now.
+        theirs: String,
+    },
+    /// The client or the apiserver failed.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+impl CallError {
+    fn verdict(&self) -> Verdict {
+        match self {
+            CallError::Replaced { .. } => Verdict::Gone,
+            CallError::Kube(kube::Error::Api(s)) => verdict(s.code, &s.message),
+            // Connection refused or reset, TLS, time-outs, a body cut short: the apiserver
+            // is not (yet) there.
+            CallError::Kube(_) => Verdict::Retry,
+        }
     }
 }
 
@@ -166,7 +190,7 @@ pub async fn with_backoff<T, F, Fut>(
 ) -> Result<T, ApiCallError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, kube::Error>>,
+    Fut: Future<Output = Result<T, CallError>>,
 {
     let started = tokio::time::Instant::now();
     let mut retry = 0u32;
@@ -178,7 +202,7 @@ where
                 }
                 return Ok(v);
             }
-            Ok(Err(e)) => match verdict_of(&e) {
+            Ok(Err(e)) => match e.verdict() {
                 Verdict::Gone => {
                     tracing::error!(what, error = %e, "the ClothJob is gone or was replaced");
                     return Err(ApiCallError::Gone(format!("{gone}: {e}")));
@@ -212,13 +236,19 @@ where
     }
 }
 
-/// The ClothJob whose status this runner writes: namespace, name and uid.
+/// The ClothJob whose status this runner writes: namespace, name and uid, and the
+/// `resourceVersion` of the object last seen with that uid (shared by clones).
 #[derive(Clone)]
 pub struct StatusTarget {
     api: Api<ClothJob>,
     name: String,
     uid: String,
+    checked: Arc<Mutex<Option<String>>>,
 }
+
+/// How many times one write re-reads the object after a 409 (another writer came first)
+/// before that counts as a failed try.
+const CONFLICT_TRIES: usize = 4;
 
 impl StatusTarget {
     /// The ClothJob `name` with `uid` in `api`'s namespace.
@@ -227,6 +257,7 @@ impl StatusTarget {
             api,
             name: name.into(),
             uid: uid.into(),
+            checked: Arc::default(),
         }
     }
 
@@ -240,25 +271,67 @@ impl StatusTarget {
         &self.uid
     }
 
-    /// The API of the ClothJob's namespace.
-    pub fn api(&self) -> &Api<ClothJob> {
-        &self.api
-    }
-
     fn describe(&self) -> String {
         let ns = self.api.namespace().unwrap_or_default();
         format!("{ns}/{} (uid {})", self.name, self.uid)
     }
 
+    fn checked(&self) -> Option<String> {
+        self.checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_checked(&self, rv: Option<String>) {
+        *self.checked.lock().unwrap_or_else(PoisonError::into_inner) = rv;
+    }
+
+    /// The resourceVersion of the object there now, if it has this runner's uid; another
+    /// uid is [`CallError::Replaced`].
+    async fn check(&self) -> Result<String, CallError> {
+        let meta = self.api.get_metadata(&self.name).await?.metadata;
+        match meta.uid {
+            Some(uid) if uid == self.uid => Ok(meta.resource_version.unwrap_or_default()),
+            other => Err(CallError::Replaced {
+                ours: self.uid.clone(),
+                theirs: other.unwrap_or_default(),
+            }),
+        }
+    }
+
     /// One server-side apply of `status` (runner fields only) with the runner's field
-    /// manager, preconditioned on the uid.
-    pub async fn apply(&self, status: &ClothJobStatus) -> Result<(), kube::Error> {
-        let body = apply_body(&self.name, &self.uid, status);
+    /// manager, preconditioned on the resourceVersion of an object with this runner's uid
+    /// (re-read and re-checked after a 409).
+    pub async fn apply(&self, status: &ClothJobStatus) -> Result<(), CallError> {
         let pp = PatchParams::apply(contract::RUNNER_MANAGER).force();
-        self.api
-            .patch_status(&self.name, &pp, &Patch::Apply(&body))
-            .await
-            .map(|_| ())
+        let mut tries = 0;
+        loop {
+            let rv = match self.checked() {
+                Some(rv) => rv,
+                None => self.check().await?,
+            };
+            let body = apply_body(&self.name, &self.uid, Some(&rv), status);
+            match self
+                .api
+                .patch_status(&self.name, &pp, &Patch::Apply(&body))
+                .await
+            {
+                Ok(cj) => {
+                    self.set_checked(cj.metadata.resource_version);
+                    return Ok(());
+                }
+                Err(e) => {
+                    // Whatever happened, check the object again before the next write.
+                    self.set_checked(None);
+                    tries += 1;
+                    let conflict = matches!(&e, kube::Error::Api(s) if s.code == 409);
+                    if !conflict || tries >= CONFLICT_TRIES {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
     }
 
     /// [`apply`](Self::apply), retried with `backoff`.
@@ -275,13 +348,16 @@ impl StatusTarget {
     /// is [`ApiCallError::Gone`].
     pub async fn read(&self, backoff: Backoff) -> Result<ClothJob, ApiCallError> {
         let gone = self.describe();
-        let cj = with_backoff("reading the ClothJob", &gone, backoff, || {
-            self.api.get_opt(&self.name)
+        let cj = with_backoff("reading the ClothJob", &gone, backoff, || async {
+            Ok(self.api.get_opt(&self.name).await?)
         })
         .await?
         .ok_or_else(|| ApiCallError::Gone(format!("{gone} no longer exists")))?;
         match cj.metadata.uid.as_deref() {
-            Some(uid) if uid == self.uid => Ok(cj),
+            Some(uid) if uid == self.uid => {
+                self.set_checked(cj.metadata.resource_version.clone());
+                Ok(cj)
+            }
             other => Err(ApiCallError::Gone(format!(
                 "{gone} was replaced by a new object (uid {})",
                 other.unwrap_or("none")
@@ -290,13 +366,23 @@ impl StatusTarget {
     }
 }
 
-/// The server-side-apply body of a status write: the runner's fields, and `metadata.uid` as
-/// a precondition (a re-created ClothJob of the same name has another uid: 409 Conflict).
-pub fn apply_body(name: &str, uid: &str, status: &ClothJobStatus) -> serde_json::Value {
+/// The server-side-apply body of a status write: the runner's fields, `metadata.uid`, and
+/// `metadata.resourceVersion` when given (the apiserver then applies the body only to that
+/// version of the object, else answers 409 Conflict).
+pub fn apply_body(
+    name: &str,
+    uid: &str,
+    resource_version: Option<&str>,
+    status: &ClothJobStatus,
+) -> serde_json::Value {
+    let mut metadata = serde_json::json!({ "name": name, "uid": uid });
+    if let Some(rv) = resource_version {
+        metadata["resourceVersion"] = rv.into();
+    }
     serde_json::json!({
         "apiVersion": ClothJob::api_version(&()),
         "kind": ClothJob::kind(&()),
-        "metadata": { "name": name, "uid": uid },
+        "metadata": metadata,
         "status": status,
     })
 }
@@ -308,13 +394,16 @@ pub struct Latest(Arc<Mutex<Option<RunState>>>);
 impl Latest {
     /// Records `state`.
     pub fn set(&self, state: &RunState) {
-        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         *guard = Some(state.clone());
     }
 
     /// The last state recorded, if any.
     pub fn get(&self) -> Option<RunState> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -384,7 +473,7 @@ pub async fn write_updates(
                     unwritten = None;
                     writes += 1;
                 }
-                Ok(Err(e)) if verdict_of(&e) == Verdict::Gone => {
+                Ok(Err(e)) if e.verdict() == Verdict::Gone => {
                     return Err(ApiCallError::Gone(format!("{}: {e}", target.describe())));
                 }
                 Ok(Err(e)) => {
@@ -503,14 +592,17 @@ mod tests {
     }
 
     #[test]
-    fn the_apply_body_carries_the_uid_as_a_precondition() {
+    fn the_apply_body_carries_the_uid_and_the_checked_resource_version() {
         let status = ClothJobStatus {
             progress: Some(30),
             ..Default::default()
         };
-        let body = apply_body("tshirt", "1234-abcd", &status);
+        let body = apply_body("tshirt", "1234-abcd", Some("42"), &status);
         assert_eq!(body["metadata"]["name"], "tshirt");
         assert_eq!(body["metadata"]["uid"], "1234-abcd");
+        assert_eq!(body["metadata"]["resourceVersion"], "42");
+        let body = apply_body("tshirt", "1234-abcd", None, &status);
+        assert!(body["metadata"].get("resourceVersion").is_none(), "{body}");
         assert_eq!(body["kind"], "ClothJob");
         assert_eq!(body["status"]["progress"], 30);
     }
@@ -518,7 +610,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_call_is_retried_until_it_succeeds_and_gives_up_after_the_budget() {
         let tries = std::sync::atomic::AtomicU32::new(0);
-        let unavailable = || kube::Error::Service("connection refused".into());
+        let unavailable = || CallError::Kube(kube::Error::Service("connection refused".into()));
         let r = with_backoff("test", "ns/a", Backoff::MUST_LAND, || {
             let n = tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move { if n < 3 { Err(unavailable()) } else { Ok(n) } }
@@ -538,15 +630,29 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(120));
 
         let r: Result<(), _> = with_backoff("test", "ns/a", Backoff::MUST_LAND, || async {
-            Err(kube::Error::Api(Box::new(kube::core::Status {
-                code: 404,
-                message: "not found".into(),
-                ..Default::default()
-            })))
+            Err(CallError::Kube(kube::Error::Api(Box::new(
+                kube::core::Status {
+                    code: 404,
+                    message: "not found".into(),
+                    ..Default::default()
+                },
+            ))))
         })
         .await;
         assert!(
             matches!(&r, Err(ApiCallError::Gone(m)) if m.contains("ns/a")),
+            "{r:?}"
+        );
+
+        let r: Result<(), _> = with_backoff("test", "ns/a", Backoff::MUST_LAND, || async {
+            Err(CallError::Replaced {
+                ours: "1".into(),
+                theirs: "2".into(),
+            })
+        })
+        .await;
+        assert!(
+            matches!(&r, Err(ApiCallError::Gone(m)) if m.contains("Precondition failed: UID")),
             "{r:?}"
         );
     }
