@@ -640,6 +640,132 @@ mod tests {
         }
     }
 
+    /// The fuzz target over the spec parser and option builders
+    /// (`fuzz/fuzz_targets/spec.rs` runs the same): settings or an InvalidSpec error, never
+    /// a panic.
+    fn spec_target(data: &[u8]) {
+        let policy = NetworkPolicy::public_only();
+        if let Err(e) = settings_from_spec(data, Some("fuzz-key".into()), &policy) {
+            assert_eq!(e.category(), "InvalidSpec", "{e}");
+        }
+    }
+
+    /// A spec that sets every field the runner reads.
+    const FULL_SPEC: &str = r##"apiVersion: closetconnect.io/v1alpha1
+kind: ClothJob
+metadata: {name: full, namespace: shop}
+spec:
+  source:
+    url: "https://photos.example.com/a/b.jpg?X-Amz-Signature=abc"
+  output: {uri: "s3://closet/catalog", maxSide: 800, jpegQuality: 90, credentialsSecretName: s3}
+  pipeline:
+    backgroundRemoval:
+      enabled: true
+      backend: remote
+      remote: {url: "http://rembg.default.svc:7000", model: u2netp, alphaMatting: true, timeoutSeconds: 30}
+      onnx: {modelUri: "https://models.example.com/u2net.onnx", model: u2net, sha256: "0000000000000000000000000000000000000000000000000000000000000000"}
+    segmentation: {enabled: true, backend: onnx, onnx: {modelUri: "/models/cloth.onnx"}}
+    expansion:
+      enabled: true
+      backend: gemini
+      background: "#F4F4F4"
+      gemini: {model: gemini-2.5-flash-image, endpoint: "https://generativelanguage.googleapis.com", apiKeySecretRef: {name: g, key: k}, prompt: "Fold it.", timeoutSeconds: 60}
+    encoding: {enabled: true}
+  retries: 3
+  activeDeadlineSeconds: 900
+  ttlSecondsAfterFinished: 60
+"##;
+
+    #[test]
+    fn a_corpus_of_broken_specs_never_panics() {
+        let example = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/clothjob.yaml"
+        ))
+        .unwrap();
+        let seeds: Vec<Vec<u8>> = vec![
+            example,
+            FULL_SPEC.as_bytes().to_vec(),
+            // Aliases that would expand to billions of nodes.
+            b"a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\ng: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n".to_vec(),
+            // Deep nesting.
+            format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)).into_bytes(),
+            b"source: {url: 'http://[::1'}\noutput: {uri: 'file:///x', maxSide: 99999999999999999999, jpegQuality: -5}\n".to_vec(),
+        ];
+        let replacements: [&[u8]; 12] = [
+            b"-1",
+            b"99999999999999999999",
+            b"~",
+            b"[]",
+            b"{}",
+            b"''",
+            b"\"\\u0000\"",
+            b"!!binary aGk=",
+            b"*nope",
+            b"&x y",
+            b"1e308",
+            b"\"#GGGGGG\"",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n.max(1) as u64) as usize
+        };
+        let mut cases = 0;
+        for (i, seed) in seeds.iter().enumerate() {
+            spec_target(seed);
+            // The hostile seeds cost ~0.1 s each (the parser's own limits at work): a few.
+            let (truncations, mutations) = if i < 2 { (200, 1300) } else { (10, 20) };
+            let n = seed.len();
+            for _ in 0..truncations {
+                spec_target(&seed[..next(n + 1)]);
+                cases += 1;
+            }
+            for round in 0..mutations {
+                let mut b = seed.clone();
+                let at = next(n);
+                match round % 5 {
+                    0 => b[at] ^= 1 << next(8),
+                    1 => b[at] = b" :-[]{},&*!|>'\"#%@`\n\t0x"[next(22)],
+                    2 => {
+                        b.remove(at);
+                    }
+                    3 => {
+                        // A value swapped for a hostile one.
+                        let end = b[at..]
+                            .iter()
+                            .position(|&c| c == b'\n' || c == b',')
+                            .map_or(n, |e| at + e);
+                        let with = replacements[next(replacements.len())];
+                        b.splice(at..end, with.iter().copied());
+                    }
+                    _ => {
+                        // A line repeated (duplicate keys) or dropped.
+                        let start = b[..at]
+                            .iter()
+                            .rposition(|&c| c == b'\n')
+                            .map_or(0, |s| s + 1);
+                        let end = b[at..]
+                            .iter()
+                            .position(|&c| c == b'\n')
+                            .map_or(n, |e| at + e + 1);
+                        let line = b[start..end].to_vec();
+                        if next(2) == 0 {
+                            b.splice(start..start, line);
+                        } else {
+                            b.drain(start..end);
+                        }
+                    }
+                }
+                spec_target(&b);
+                cases += 1;
+            }
+        }
+        assert!(cases >= 3000, "{cases} cases");
+    }
+
     #[test]
     fn colours_parse() {
         assert_eq!(parse_color("#FFFFFF"), Some([255, 255, 255]));
