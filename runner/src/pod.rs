@@ -22,7 +22,6 @@ use crate::execute::{Plan, execute};
 use crate::options::{
     gemini, gemini_api_key_from_env, onnx_models, pipeline_options, remote_remover,
 };
-use crate::progress::RunState;
 use crate::source::SourceLocation;
 use crate::store::output_dir;
 use crate::writer::{ApiCallError, Backoff, Latest, StatusTarget, write_updates};
@@ -159,7 +158,7 @@ fn finish(e: &RunError) -> i32 {
 /// The last word of an interrupted run: the latest state, failed as `Interrupted`, written
 /// best effort within [`INTERRUPTED_WRITE`].
 async fn record_interruption(session: &Session, e: &RunError) {
-    let mut state = session.latest.get().unwrap_or_else(RunState::new);
+    let mut state = session.latest.get().unwrap_or_default();
     state.failed(RunnerFailure {
         reason: e.category().to_string(),
         message: e.to_string(),
