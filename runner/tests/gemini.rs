@@ -120,7 +120,12 @@ fn a_rejected_key_is_an_invalid_spec() {
         )
     });
     let out = process(dir.path(), &server.url(), Some("wrong-key"), &[]);
-    assert_eq!(out.status.code(), Some(EXIT_INVALID_SPEC), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_INVALID_SPEC),
+        "{}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     assert!(err.contains("error (InvalidSpec)"), "{err}");
     assert!(err.contains("403"), "{err}");
@@ -154,7 +159,12 @@ fn a_missing_key_is_a_config_error_before_any_request() {
     let dir = tempfile::tempdir().unwrap();
     let fake = FakeGemini::start(Behaviour::Image);
     let out = process(dir.path(), &fake.endpoint(), None, &[]);
-    assert_eq!(out.status.code(), Some(EXIT_INVALID_SPEC), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(EXIT_INVALID_SPEC),
+        "{}",
+        stderr(&out)
+    );
     let err = stderr(&out);
     eprintln!("process said: {err}");
     assert!(err.contains("error (InvalidSpec)"), "{err}");
