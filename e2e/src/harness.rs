@@ -178,6 +178,8 @@ pub async fn install_crds_and_rbac(cp: &ControlPlane) -> Result<()> {
             "templates/serviceaccount.yaml",
             "--show-only",
             "templates/runner-status-guard.yaml",
+            "--show-only",
+            "templates/leader-election-rbac.yaml",
         ])
         .output()
         .await?;

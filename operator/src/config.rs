@@ -90,6 +90,33 @@ pub struct OperatorConfig {
     /// ClothJob fails with the waiting reason.
     #[arg(long, env = "CLOTHJOB_PENDING_TIMEOUT_SECONDS", default_value_t = 600)]
     pub pending_timeout_seconds: u64,
+
+    /// Take part in leader election over a Lease: only the replica holding it reconciles
+    /// (the chart always sets this, so two replicas, or a rolling update, never reconcile at
+    /// once). Without it this process reconciles at once, alone.
+    #[arg(long, env = "CLOTHJOB_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "CLOTHJOB_LEADER_ELECTION_LEASE",
+        default_value = "clothjob-operator"
+    )]
+    pub leader_election_lease: String,
+
+    /// Namespace of the leader election Lease (the operator's own; the chart passes it).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+
+    /// Seconds a Lease stays valid after its holder last renewed it: a replica that stopped
+    /// (killed, partitioned) is replaced after at most this long.
+    #[arg(long, env = "CLOTHJOB_LEASE_DURATION_SECONDS", default_value_t = 10)]
+    pub lease_duration_seconds: u64,
+
+    /// Seconds before expiry at which the holder renews its Lease (less than the duration).
+    #[arg(long, env = "CLOTHJOB_LEASE_GRACE_SECONDS", default_value_t = 3)]
+    pub lease_grace_seconds: u64,
 }
 
 impl OperatorConfig {
@@ -106,6 +133,11 @@ impl OperatorConfig {
             http_addr: "127.0.0.1:0".to_string(),
             resync_seconds: 300,
             pending_timeout_seconds: 600,
+            leader_elect: false,
+            leader_election_lease: "clothjob-operator".to_string(),
+            leader_election_namespace: "default".to_string(),
+            lease_duration_seconds: 10,
+            lease_grace_seconds: 3,
         }
     }
 

@@ -82,7 +82,7 @@ impl Election {
         lead: L,
     ) -> Result<Ended, ElectionError>
     where
-        L: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        L: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>>) -> Fut,
         Fut: Future<Output = ()>,
     {
         self.validate()?;
@@ -122,7 +122,7 @@ impl Election {
         tracing::info!(identity = %self.identity, "leading");
         on_change(true);
         let mut watch = leading.clone();
-        let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(async move {
+        let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(async move {
             loop {
                 if watch.changed().await.is_err() || !*watch.borrow_and_update() {
                     return;

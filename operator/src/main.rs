@@ -2,9 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use clap::Parser;
 use clothjob_operator::config::OperatorConfig;
+use clothjob_operator::leader::{Election, Ended};
 use clothjob_operator::metrics::Metrics;
 use clothjob_operator::reconcile::{Context, run_controller};
 use clothjob_operator::server::{Health, router};
@@ -65,15 +67,65 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    let ctx = Arc::new(Context::new(client, config, metrics));
-    let mut ctl_stop = stop_rx.clone();
-    run_controller(ctx, ready, async move {
-        let _ = ctl_stop.wait_for(|s| *s).await;
-    })
-    .await;
+    let election = config.leader_elect.then(|| Election {
+        lease: config.leader_election_lease.clone(),
+        namespace: config.leader_election_namespace.clone(),
+        identity: identity(),
+        duration: Duration::from_secs(config.lease_duration_seconds),
+        grace: Duration::from_secs(config.lease_grace_seconds),
+    });
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ended = match election {
+        None => {
+            metrics.leader.set(1);
+            run_controller(ctx, ready, stopped(stop_rx.clone())).await;
+            Ended::Shutdown
+        }
+        Some(election) => {
+            // A standby is ready: it serves its endpoints and waits to take over.
+            ready.store(true, std::sync::atomic::Ordering::Relaxed);
+            let gauge = metrics.leader.clone();
+            let ctl_stop = stop_rx.clone();
+            election
+                .run(
+                    client,
+                    stopped(stop_rx.clone()),
+                    move |leading| gauge.set(i64::from(leading)),
+                    move |lost| async move {
+                        let stop = stopped(ctl_stop);
+                        run_controller(ctx, ready, async move {
+                            tokio::select! {
+                                _ = stop => {},
+                                _ = lost => tracing::error!("lost the leader Lease; stopping"),
+                            }
+                        })
+                        .await;
+                    },
+                )
+                .await?
+        }
+    };
     let _ = http.await;
+    if ended == Ended::Lost {
+        // Exit non-zero: the kubelet restarts the process, which rejoins as a standby.
+        return Err("lost the leader Lease to another replica".into());
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// This process's identity in leader election: its pod name (or host name) and pid.
+fn identity() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "clothjob-operator".to_string());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{host}-{}-{nanos:x}", std::process::id())
 }
 
 async fn shutdown_signal() {

@@ -253,7 +253,7 @@ fn record(d: &Decision, ctx: &Context) {
 
 /// The back-off after `n` consecutive failed reconciles: 1 s doubling to at most 5 minutes.
 pub fn backoff(n: u32) -> Duration {
-    Duration::from_secs(1u64 << n.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(9)).min(Duration::from_secs(300))
 }
 
 /// Transient errors back off exponentially per ClothJob; the first failure and every tenth
@@ -475,4 +475,17 @@ async fn run_scope(
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_back_off_doubles_from_one_second_to_five_minutes() {
+        let secs: Vec<u64> = (1..=12).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(backoff(0).as_secs(), 1);
+        assert!(backoff(u32::MAX) <= Duration::from_secs(300));
+    }
 }
