@@ -287,14 +287,17 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains("/photos/shirt.jpg: HTTP 404"), "{text}");
         assert!(e.is_bad_input());
-        let e = get(
+        let closed = get(
             &url_source(&format!("http://{}", refused_address())),
             "127.0.0.0/8",
         )
         .await
         .unwrap_err();
-        assert!(!e.is_bad_input(), "a connection error is retried: {e}");
-        for e in [&e] {
+        assert!(
+            !closed.is_bad_input(),
+            "a connection error is retried: {closed}"
+        );
+        for e in [&e, &closed] {
             let shown = format!("{e} {e:?}");
             assert!(!shown.contains("s3cr3t"), "{shown}");
         }
