@@ -141,7 +141,7 @@ pub async fn run_in_pod() -> i32 {
         Ok(()) => 0,
         Err(e) => {
             if matches!(e, RunError::Interrupted(_)) {
-                record_interruption(&session, &e).await;
+                record_failure(&session, &e).await;
             }
             finish(&e)
         }
@@ -155,22 +155,37 @@ fn finish(e: &RunError) -> i32 {
     e.exit_code()
 }
 
-/// The last word of an interrupted run: the latest state, failed as `Interrupted`, written
-/// best effort within [`INTERRUPTED_WRITE`].
-async fn record_interruption(session: &Session, e: &RunError) {
+/// The last word of a run that stopped outside the pipeline (interrupted, or a spec the
+/// runner cannot use): the latest state, failed with `e`, written best effort within
+/// [`INTERRUPTED_WRITE`].
+async fn record_failure(session: &Session, e: &RunError) {
     let mut state = session.latest.get().unwrap_or_default();
     state.failed(RunnerFailure {
         reason: e.category().to_string(),
         message: e.to_string(),
-        retryable: true,
+        retryable: e.is_retryable(),
     });
     let status = state.to_status();
     let write = session.target.apply_retrying(&status, Backoff::INTERRUPTED);
     match tokio::time::timeout(INTERRUPTED_WRITE, write).await {
-        Ok(Ok(())) => tracing::info!("recorded the interruption in the status"),
-        Ok(Err(err)) => tracing::warn!(error = %err, "could not record the interruption"),
-        Err(_) => tracing::warn!("could not record the interruption in time"),
+        Ok(Ok(())) => tracing::info!(reason = e.category(), "recorded the failure in the status"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "could not record the failure"),
+        Err(_) => tracing::warn!("could not record the failure in time"),
     }
+}
+
+/// The plan of `cj`, for this pod.
+fn plan(cj: &ClothJob, namespace: &str, name: &str, uid: &str) -> Result<Plan, RunError> {
+    Ok(Plan {
+        source: source_location(cj)?,
+        options: pipeline_options(&cj.spec.pipeline, &cj.spec.output)?,
+        limits: Limits::default(),
+        output_dir: output_dir(&cj.spec.output.uri, namespace, name, uid),
+        fetch_timeout: Duration::from_secs(120),
+        remote_remover: remote_remover(&cj.spec.pipeline),
+        gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
+        onnx: onnx_models(&cj.spec.pipeline)?,
+    })
 }
 
 async fn run(session: &mut Session) -> Result<(), RunError> {
@@ -178,15 +193,13 @@ async fn run(session: &mut Session) -> Result<(), RunError> {
     let namespace = session.namespace.clone();
     let name = session.target.name().to_string();
     let uid = session.target.uid().to_string();
-    let plan = Plan {
-        source: source_location(&cj)?,
-        options: pipeline_options(&cj.spec.pipeline, &cj.spec.output)?,
-        limits: Limits::default(),
-        output_dir: output_dir(&cj.spec.output.uri, &namespace, &name, &uid),
-        fetch_timeout: Duration::from_secs(120),
-        remote_remover: remote_remover(&cj.spec.pipeline),
-        gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
-        onnx: onnx_models(&cj.spec.pipeline)?,
+    let plan = match plan(&cj, &namespace, &name, &uid) {
+        Ok(p) => p,
+        Err(e) => {
+            // Also resets what an earlier attempt left in the status.
+            record_failure(session, &e).await;
+            return Err(e);
+        }
     };
     tracing::info!(%namespace, %name, %uid, output = %plan.output_dir, "running");
     let (tx, rx) = unbounded_channel();

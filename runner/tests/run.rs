@@ -8,6 +8,7 @@
 //!   Job retries) instead of 0;
 //! - SIGTERM while the pipeline's worker thread is blocked: exit 75 within seconds, and the
 //!   status says `Interrupted`;
+//! - a spec the runner cannot use (no Gemini key): exit 43, `InvalidSpec` in the status;
 //! - a write with another uid (a re-created ClothJob of the same name) is refused and writes
 //!   nothing; the runner of a replaced ClothJob fails at once;
 //! - the first write of an attempt removes what the previous attempt left (outputs,
@@ -427,6 +428,44 @@ async fn sigterm_stops_a_blocked_pipeline_with_exit_75_and_interrupted() -> Resu
     assert_eq!(stages[0].name, "backgroundRemoval");
     assert_eq!(stages[0].state, StageState::Failed, "{stages:?}");
     assert_eq!(status.outputs, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_the_runner_cannot_use_exits_43_with_the_reason_in_the_status() -> Result<()> {
+    common_tracing();
+    let cp = ControlPlane::shared().await?;
+    install_crds(cp).await?;
+    // Gemini expansion, but the pod has no GEMINI_API_KEY.
+    let case = Case::create(
+        cp,
+        "nokey",
+        json!({
+            "source": { "url": "http://127.0.0.1:9/never.png" },
+            "pipeline": { "expansion": {
+                "backend": "gemini",
+                "gemini": {
+                    "model": "gemini-2.5-flash-image",
+                    "apiKeySecretRef": { "name": "gemini", "key": "api-key" },
+                },
+            } },
+        }),
+    )
+    .await?;
+    let mut runner = case.start_runner(cp, &case.uid)?;
+    let code = case.wait_exit(&mut runner, Duration::from_secs(30)).await?;
+    assert_eq!(
+        code.code(),
+        Some(contract::EXIT_INVALID_SPEC),
+        "log:\n{}",
+        case.log()
+    );
+    let status = case.status(cp).await?;
+    let failure = status.runner_failure.context("no runnerFailure")?;
+    assert_eq!(failure.reason, "InvalidSpec", "{failure:?}");
+    assert!(!failure.retryable);
+    assert!(failure.message.contains("GEMINI_API_KEY"), "{failure:?}");
+    assert_eq!(status.stage.as_deref(), Some("failed"));
     Ok(())
 }
 
