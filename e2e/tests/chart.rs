@@ -71,7 +71,10 @@ fn helm_test_hooks_are_a_smoke_test_pod_with_a_narrow_role() {
     assert_eq!(pods.len(), 1);
     assert_eq!(pods[0]["metadata"]["annotations"]["helm.sh/hook"], "test");
     assert_eq!(pods[0]["spec"]["containers"][0]["args"][0], "smoke-test");
-    let roles = of_kind(&objs, "Role");
+    let roles: Vec<_> = of_kind(&objs, "Role")
+        .into_iter()
+        .filter(|r| r["metadata"]["annotations"]["helm.sh/hook"].as_str() == Some("test"))
+        .collect();
     assert_eq!(roles.len(), 1);
     let rules = serde_yaml::to_string(&roles[0]["rules"]).unwrap();
     assert!(rules.contains("clothjobs"), "{rules}");
@@ -184,6 +187,9 @@ fn default_render_has_the_operator_and_cluster_wide_rbac() {
             ("ClusterRoleBinding", 1),
             ("CustomResourceDefinition", 1),
             ("Deployment", 1),
+            // The leader election's Lease access, in the release namespace only.
+            ("Role", 1),
+            ("RoleBinding", 1),
             ("Service", 1),
             ("ServiceAccount", 1),
             ("ValidatingAdmissionPolicy", 1),
@@ -650,18 +656,31 @@ fn watch_namespaces_renders_a_role_and_binding_in_each_namespace() {
         cluster_roles.is_empty(),
         "nothing cluster-wide but the status guard: {cluster_roles:?}"
     );
-    for k in ["Role", "RoleBinding"] {
-        let namespaces: Vec<_> = of_kind(&objs, k)
+    // The operator's Roles (the leader election's Lease Role is the other one, in the
+    // release namespace).
+    let operators = |k: &str| -> Vec<Value> {
+        of_kind(&objs, k)
             .into_iter()
-            .map(|r| r["metadata"]["namespace"].as_str().unwrap_or_default())
+            .filter(|r| r["metadata"]["name"].as_str() == Some("clothjob-operator"))
+            .cloned()
+            .collect()
+    };
+    for k in ["Role", "RoleBinding"] {
+        let namespaces: Vec<_> = operators(k)
+            .iter()
+            .map(|r| {
+                r["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect();
         assert_eq!(namespaces, ["team-a", "team-b"], "{k}");
     }
-    for role in of_kind(&objs, "Role") {
-        assert_eq!(role["metadata"]["name"].as_str(), Some("clothjob-operator"));
+    for role in operators("Role") {
         assert_eq!(role["rules"], cluster_rules, "the same rules, namespaced");
     }
-    for rb in of_kind(&objs, "RoleBinding") {
+    for rb in operators("RoleBinding") {
         assert_eq!(
             rb["roleRef"],
             y("{apiGroup: rbac.authorization.k8s.io, kind: Role, name: clothjob-operator}")
