@@ -15,7 +15,7 @@ use crate::observe::Observed;
 use crate::pods::{self, Waiting};
 
 /// An Event to publish about the ClothJob.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventSpec {
     /// Warning instead of Normal.
     pub warning: bool,
@@ -24,6 +24,9 @@ pub struct EventSpec {
     pub reason: String,
     /// Human readable note.
     pub note: String,
+    /// The Event's action when not `Reconcile` (the stage of a StageCompleted Event, so the
+    /// recorder keeps one Event per stage instead of folding them into one series).
+    pub action: Option<String>,
 }
 
 /// A stage timing to record in the stage-latency histogram.
@@ -246,6 +249,7 @@ pub fn decide(
             warning: true,
             reason: "Failed".into(),
             note: format!("{reason}: {msg}"),
+            ..Default::default()
         });
         d.finished = Some((Phase::Failed, reason, elapsed(cj, &done)));
         d.requeue_after = ttl_requeue(cj);
@@ -302,12 +306,14 @@ fn announce_stages(cur: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
             d.events.push(EventSpec {
                 warning: false,
                 reason: "StageCompleted".into(),
+                action: Some(s.name.clone()),
                 note: format!(
                     "{} finished in {:.2} s ({})",
                     s.name,
                     ms as f64 / 1000.0,
                     s.backend.as_deref().unwrap_or("builtin")
                 ),
+                ..Default::default()
             });
         }
         keys.push(key);
@@ -331,6 +337,7 @@ fn job_lost(cj: &ClothJob, job_name: &str, draft: &mut Draft, d: &mut Decision) 
         warning: true,
         reason: "Failed".into(),
         note: format!("JobDeleted: {msg}"),
+        ..Default::default()
     });
     d.finished = Some((Phase::Failed, "JobDeleted".into(), elapsed(cj, &done)));
     d.requeue_after = ttl_requeue(cj);
@@ -369,6 +376,7 @@ fn succeeded_job(
             warning: true,
             reason: "Failed".into(),
             note: format!("OutputsMissing: {msg}"),
+            ..Default::default()
         });
         d.finished = Some((Phase::Failed, "OutputsMissing".into(), elapsed(cj, &done)));
         d.requeue_after = ttl_requeue(cj);
@@ -380,6 +388,7 @@ fn succeeded_job(
         warning: false,
         reason: "Succeeded".into(),
         note: msg,
+        ..Default::default()
     });
     d.timings = cur
         .stages
@@ -467,6 +476,7 @@ fn in_progress(
                 warning: false,
                 reason: "Started".into(),
                 note: format!("Job {job_name} started attempt 1 of {max_attempts}"),
+                ..Default::default()
             });
         } else {
             d.events.push(EventSpec {
@@ -476,6 +486,7 @@ fn in_progress(
                     "attempt {attempts} of {max_attempts} after: {}",
                     previous_failure.as_deref().unwrap_or("a failed attempt")
                 ),
+                ..Default::default()
             });
         }
     }
@@ -516,6 +527,7 @@ fn in_progress(
                 warning: true,
                 reason: w.reason.clone(),
                 note: msg,
+                ..Default::default()
             });
         }
         d.requeue_after = Some(Duration::from_millis(
@@ -572,6 +584,7 @@ fn pending_timed_out(
         warning: true,
         reason: "Failed".into(),
         note: format!("{}: {msg}", w.reason),
+        ..Default::default()
     });
     d.finished = Some((Phase::Failed, w.reason.clone(), elapsed(cj, &done)));
     d.requeue_after = ttl_requeue(cj);
@@ -600,6 +613,7 @@ pub fn invalid_spec(cj: &ClothJob, job_name: &str, detail: &str, now: Timestamp)
         warning: true,
         reason: "Failed".into(),
         note: format!("InvalidSpec: {detail}"),
+        ..Default::default()
     });
     d.finished = Some((Phase::Failed, "InvalidSpec".into(), elapsed(cj, &done)));
     d.requeue_after = ttl_requeue(cj);

@@ -217,7 +217,7 @@ async fn publish(cj: &ClothJob, d: &Decision, ctx: &Context) {
             },
             reason: e.reason.clone(),
             note: Some(e.note.chars().take(1000).collect()),
-            action: "Reconcile".into(),
+            action: e.action.clone().unwrap_or_else(|| "Reconcile".into()),
             secondary: None,
         };
         if let Err(err) = ctx.recorder.publish(&event, &reference).await {

@@ -39,7 +39,7 @@ const RELEASE: &str = "clothjob";
 const SYSTEM_NS: &str = "clothjob-system";
 /// The namespace of the sample ClothJob.
 const NS: &str = "demo";
-/// Where the outputs go: `s3://<BUCKET>/<PREFIX>/<namespace>/<name>/`.
+/// Where the outputs go: `s3://<BUCKET>/<PREFIX>/<namespace>/<name>/<uid>/`.
 const BUCKET: &str = "closet";
 const PREFIX: &str = "catalog";
 const S3_SECRET: &str = "s3-creds";
