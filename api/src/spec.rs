@@ -123,7 +123,8 @@ pub struct KeyRef {
 pub struct Output {
     /// Prefix the outputs are written under: `s3://bucket/prefix/`, `gs://bucket/prefix/` or
     /// `file:///path/` (a volume mounted into the runner). Each output is stored as
-    /// `<uri>/<namespace>/<name>/<role>.<ext>`.
+    /// `<uri>/<namespace>/<name>/<uid>/<role>.<ext>` (the ClothJob's uid, so a re-created
+    /// ClothJob of the same name never overwrites its predecessor's outputs).
     #[x_kube(validation = Rule::new("self.matches('^(s3|gs)://[^/]+(/.*)?$') || self.matches('^file:///.*')").message("output.uri must be s3://bucket/prefix, gs://bucket/prefix or file:///path"))]
     #[schemars(length(max = 1024))]
     pub uri: String,
