@@ -313,7 +313,6 @@ fn announce_stages(cur: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
                     ms as f64 / 1000.0,
                     s.backend.as_deref().unwrap_or("builtin")
                 ),
-                ..Default::default()
             });
         }
         keys.push(key);

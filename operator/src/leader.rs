@@ -122,13 +122,14 @@ impl Election {
         tracing::info!(identity = %self.identity, "leading");
         on_change(true);
         let mut watch = leading.clone();
-        let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(async move {
-            loop {
-                if watch.changed().await.is_err() || !*watch.borrow_and_update() {
-                    return;
+        let lost: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> =
+            Box::pin(async move {
+                loop {
+                    if watch.changed().await.is_err() || !*watch.borrow_and_update() {
+                        return;
+                    }
                 }
-            }
-        });
+            });
         lead(lost).await;
         let ended = if *leading.borrow() {
             Ended::Shutdown
