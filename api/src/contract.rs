@@ -48,7 +48,5 @@ pub const MANAGED_BY: &str = "clothjob-operator";
 pub const RUNNER_CONTAINER: &str = "runner";
 /// Default runner image.
 pub const DEFAULT_RUNNER_IMAGE: &str = "ghcr.io/closetconnect/clothjob-runner:0.1.0";
-/// Default service account of the runner pods (created by the Helm chart / test setup).
-pub const DEFAULT_RUNNER_SERVICE_ACCOUNT: &str = "clothjob-runner";
 /// Path the runner writes its termination message to.
 pub const TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";

@@ -136,19 +136,28 @@ async fn the_runner_may_patch_clothjob_status_and_nothing_more() -> Result<()> {
         case.output()
     );
     case.create(&cj).await?;
-    // The operator keeps the runner's service account in the namespace.
+    // The operator makes the runner's own service account: its prefix and the Job's name.
+    let clothjobs = case.clothjobs();
     let sas: Api<ServiceAccount> = Api::namespaced(case.client.clone(), &case.ns);
-    clothjob_testenv::wait_for(
-        "runner service account",
+    let sa = clothjob_testenv::wait_for(
+        "the runner's service account",
         Duration::from_secs(60),
         Duration::from_millis(200),
-        || async { Ok(sas.get_opt("clothjob-runner").await?.map(|_| ())) },
+        || async {
+            let Some(job) = clothjobs
+                .get("perms")
+                .await?
+                .status
+                .and_then(|s| s.job_name)
+            else {
+                return Ok(None);
+            };
+            let name = format!("{}{job}", clothjob_api::contract::RUNNER_SA_PREFIX);
+            Ok(sas.get_opt(&name).await?.map(|_| name))
+        },
     )
     .await?;
-    let runner = case
-        .cp
-        .client_for_service_account(&case.ns, "clothjob-runner")
-        .await?;
+    let runner = case.cp.client_for_service_account(&case.ns, &sa).await?;
     let api: Api<ClothJob> = Api::namespaced(runner.clone(), &case.ns);
     api.get("perms")
         .await
