@@ -316,6 +316,20 @@ impl BackgroundRemover for RemoteRemover {
         self.network
             .check_url(&self.endpoint)
             .map_err(|e| self.refused(&e.to_string()))?;
+        // Resolve a name once to fail clearly now: a refusal inside the blocking client can
+        // lose the race with its body thread and read as a broken connection (retried). The
+        // guarded resolver still checks what the request itself resolves.
+        if let Some(url::Host::Domain(host)) = self.endpoint.host()
+            && !self.network.allows_host_name(host)
+        {
+            let port = self.endpoint.port_or_known_default().unwrap_or(80);
+            if let Ok(addrs) = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+                && let Err(netguard::ResolveRefused::Refused(e)) =
+                    self.network.filter_resolved(host, addrs)
+            {
+                return Err(self.refused(&e.to_string()));
+            }
+        }
         let response = self
             .client()?
             .post(self.endpoint.clone())
