@@ -262,8 +262,12 @@ pub fn decide(
     d
 }
 
-/// A finished ClothJob: nothing more to run; a Job that has not finished (the ClothJob failed
-/// while its pod could not start) is deleted, and the TTL is honoured.
+/// Reason of the `Waiting` condition of a ClothJob failed by the pending time-out.
+pub const PENDING_TIMEOUT: &str = "PendingTimeout";
+
+/// A finished ClothJob: nothing more to run. The Job of a ClothJob failed by the pending
+/// time-out is deleted (its pod would wait forever); no other Job is ever deleted here, as a
+/// Job cache can lag behind the status the operator wrote from a fresher read.
 fn finished(
     cj: &ClothJob,
     observed: &Observed,
@@ -271,7 +275,9 @@ fn finished(
     now: Timestamp,
     d: &mut Decision,
 ) {
-    if observed.job.as_ref().is_some_and(|j| !job_finished(j)) {
+    let conds = cur.conditions.as_deref().unwrap_or_default();
+    let timed_out = conditions::find(conds, WAITING).is_some_and(|c| c.reason == PENDING_TIMEOUT);
+    if timed_out && observed.job.as_ref().is_some_and(|j| !job_finished(j)) {
         d.delete_job = true;
     }
     if let (Some(ttl), Some(done)) = (
@@ -578,6 +584,7 @@ fn pending_timed_out(
     }
     let done = draft.now.clone();
     draft.finish(Phase::Failed, &w.reason, &msg, done.clone());
+    draft.set(WAITING, false, PENDING_TIMEOUT, &msg);
     d.delete_job = true;
     d.events.push(EventSpec {
         warning: true,

@@ -31,6 +31,16 @@ pub struct Caches {
     pub pods: Store<Pod>,
     /// FailedCreate Events about Jobs.
     pub failed_create: Store<CoreEvent>,
+    /// Whether every one of these caches has its first list in (decisions wait for it: a
+    /// half-filled cache would look like missing Jobs and pods).
+    pub synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Caches {
+    /// Whether every cache has its first list in.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Reads the Job, its pods and its FailedCreate Events from the caches.

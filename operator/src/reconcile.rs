@@ -87,6 +87,10 @@ fn key(cj: &ClothJob) -> String {
 pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let caches = ctx.caches_for(&ns)?;
+    if !caches.is_synced() {
+        // Until the Job, pod and Event caches have their first list, decide nothing.
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     let observed = observe(&ctx.client, &caches, &cj).await?;
     let name = job_name(&cj)?;
     let mut decision = decide(&cj, &observed, &ctx.settings(), &name, Timestamp::now());
@@ -420,6 +424,7 @@ async fn run_scope(
         .reflect(event_writer)
         .touched_objects();
     let label = scope.clone().unwrap_or_else(|| "*".to_string());
+    let synced_flag = Arc::new(AtomicBool::new(false));
     if let Ok(mut map) = ctx.caches.write() {
         map.insert(
             label.clone(),
@@ -427,6 +432,7 @@ async fn run_scope(
                 jobs: job_store.clone(),
                 pods: pod_store.clone(),
                 failed_create: event_store.clone(),
+                synced: synced_flag.clone(),
             },
         );
     }
@@ -457,6 +463,7 @@ async fn run_scope(
             && synced(&pod_store).await
             && synced(&event_store).await;
         if all {
+            synced_flag.store(true, Ordering::Release);
             tracing::info!(namespace = %label, "caches synced");
             if unsynced.fetch_sub(1, Ordering::AcqRel) == 1 {
                 ready.store(true, Ordering::Relaxed);

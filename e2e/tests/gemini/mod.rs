@@ -38,6 +38,22 @@ async fn create_gemini_job(case: &Case, name: &str, photo_url: &str, endpoint: &
     Ok(())
 }
 
+/// The API key appears nowhere a user or an operator of the cluster can read: not in the
+/// ClothJob, its Events, the operator's log or metrics, the runner's log, the pods' listing.
+async fn assert_key_nowhere(case: &Case, name: &str) -> Result<()> {
+    let cj = serde_json::to_string(&case.clothjobs().get(name).await?)?;
+    let metrics = case.operator.metrics().await?;
+    let events: Api<Event> = Api::namespaced(case.client.clone(), &case.ns);
+    let events = serde_json::to_string(&events.list(&ListParams::default()).await?.items)?;
+    let seen = format!("{cj}\n{events}\n{metrics}\n{}", case.diagnostics());
+    assert!(
+        seen.contains(name) && seen.contains("runner logs"),
+        "the check read nothing"
+    );
+    assert!(!seen.contains(SECRET_KEY), "the API key leaked:\n{seen}");
+    Ok(())
+}
+
 /// The fake's in-cluster endpoint and the forward to keep alive.
 fn exposed(case: &Case, fake: &FakeGemini) -> Result<(String, Forward)> {
     expose(case.cluster(), loopback_port(&fake.endpoint())?)
@@ -102,7 +118,7 @@ async fn gemini_expansion_makes_the_catalog_images_with_the_secrets_key() -> Res
             c.prompt
         );
     }
-    Ok(())
+    assert_key_nowhere(&case, "gem").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,5 +175,5 @@ async fn a_safety_blocked_gemini_job_fails_at_once_with_the_reason() -> Result<(
         },
     )
     .await?;
-    Ok(())
+    assert_key_nowhere(&case, "blocked").await
 }
