@@ -21,6 +21,7 @@ use clothjob_testenv::cluster::NODE_IP;
 use clothjob_testenv::cluster::forward::Forward;
 use clothjob_testenv::{Cluster, S3Server, bins, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -425,8 +426,9 @@ async fn helm_test_runs_a_tiny_clothjob_to_completion(env: Arc<Env>) -> Result<(
     Ok(())
 }
 
-/// `helm upgrade` with a changed value rolls the operator; `helm uninstall` removes everything
-/// but the CRD.
+/// `helm upgrade` with a changed value (and `replicaCount: 2`) rolls the operator; one replica
+/// holds the leader Lease and, when its pod is killed, another takes over in under 15 s;
+/// `helm uninstall` removes everything but the CRD.
 async fn helm_upgrade_rolls_and_uninstall_keeps_the_crd(env: Arc<Env>) -> Result<()> {
     let cp = env.cluster.control_plane()?;
     let client = cp.client().await?;
@@ -447,6 +449,8 @@ async fn helm_upgrade_rolls_and_uninstall_keeps_the_crd(env: Arc<Env>) -> Result
                 "--reuse-values",
                 "--set",
                 "logLevel=debug",
+                "--set",
+                "replicaCount=2",
                 "--wait",
                 "--timeout",
                 "180s",
@@ -476,6 +480,71 @@ async fn helm_upgrade_rolls_and_uninstall_keeps_the_crd(env: Arc<Env>) -> Result
         .and_then(|s| s.updated_replicas)
         .unwrap_or_default();
     assert!(ready >= 1);
+
+    // Leader election: one of the two pods holds the Lease; kill it, another takes over.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), SYSTEM_NS);
+    let holder = || async {
+        Ok::<_, anyhow::Error>(
+            leases
+                .get_opt(&name)
+                .await?
+                .and_then(|l| l.spec?.holder_identity),
+        )
+    };
+    let operator_pods = || async {
+        let lp = ListParams::default().labels(&format!(
+            "app.kubernetes.io/name=clothjob-operator,app.kubernetes.io/instance={RELEASE}"
+        ));
+        Ok::<_, anyhow::Error>(
+            pods.list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter_map(|p| p.metadata.name)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let leader = wait_for(
+        "a leader pod",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || async {
+            let (Some(h), names) = (holder().await?, operator_pods().await?) else {
+                return Ok(None);
+            };
+            Ok(names.into_iter().find(|n| h.starts_with(&format!("{n}-"))))
+        },
+    )
+    .await?;
+    assert!(operator_pods().await?.len() >= 2, "two replicas");
+    pods.delete(
+        &leader,
+        &kube::api::DeleteParams {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let killed = std::time::Instant::now();
+    let next = wait_for(
+        "another leader",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || async {
+            Ok(holder()
+                .await?
+                .filter(|h| !h.starts_with(&format!("{leader}-"))))
+        },
+    )
+    .await?;
+    let took = killed.elapsed();
+    eprintln!(
+        "leader {leader} killed; {next} leads after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(took < Duration::from_secs(15), "took over after {took:?}");
 
     run(
         "helm uninstall",
