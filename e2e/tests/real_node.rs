@@ -87,23 +87,6 @@ fn run(what: &str, cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
-/// `cargo xtask images --debug`: the shipped images, from the binaries the tests built.
-fn build_images() -> Result<Vec<PathBuf>> {
-    let root = bins::workspace_root();
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    run(
-        "cargo xtask images --debug",
-        Command::new(cargo)
-            .current_dir(&root)
-            .args(["run", "--quiet", "-p", "xtask", "--", "images", "--debug"]),
-    )?;
-    let dir = root.join("target/images");
-    Ok(vec![
-        dir.join("clothjob-operator.tar"),
-        dir.join("clothjob-runner.tar"),
-    ])
-}
-
 fn helm(env_helm: &Path, cluster: &Cluster) -> Result<Command> {
     let mut cmd = Command::new(env_helm);
     cmd.env("KUBECONFIG", cluster.control_plane()?.kubeconfig_path())
@@ -119,7 +102,8 @@ fn chart() -> PathBuf {
 
 async fn setup() -> Result<Env> {
     let cluster = Cluster::start().await?;
-    let images = tokio::task::spawn_blocking(build_images).await??;
+    // The harness's build (the xtask binary run without cargo's per-package variables).
+    let images = tokio::task::spawn_blocking(clothjob_e2e::harness::build_images).await??;
     for image in &images {
         cluster.import_image(image)?;
     }
