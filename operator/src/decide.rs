@@ -244,15 +244,7 @@ pub fn decide(
     } else if let Some(c) = job_condition(job, "Failed") {
         let done = c.last_transition_time.clone().unwrap_or(draft.now.clone());
         let (reason, msg) = failed_job(cj, c, &cur, observed, attempts);
-        draft.finish(Phase::Failed, &reason, &msg, done.clone());
-        d.events.push(EventSpec {
-            warning: true,
-            reason: "Failed".into(),
-            note: format!("{reason}: {msg}"),
-            ..Default::default()
-        });
-        d.finished = Some((Phase::Failed, reason, elapsed(cj, &done)));
-        d.requeue_after = ttl_requeue(cj);
+        fail(cj, &mut draft, &mut d, &reason, &msg, done.clone());
     } else {
         in_progress(
             cj, observed, settings, job_name, &cur, &old, attempts, failed, &mut draft, &mut d,
@@ -337,15 +329,7 @@ fn job_lost(cj: &ClothJob, job_name: &str, draft: &mut Draft, d: &mut Decision) 
          not run again, as its pods may still be running"
     );
     let done = draft.now.clone();
-    draft.finish(Phase::Failed, "JobDeleted", &msg, done.clone());
-    d.events.push(EventSpec {
-        warning: true,
-        reason: "Failed".into(),
-        note: format!("JobDeleted: {msg}"),
-        ..Default::default()
-    });
-    d.finished = Some((Phase::Failed, "JobDeleted".into(), elapsed(cj, &done)));
-    d.requeue_after = ttl_requeue(cj);
+    fail(cj, draft, d, "JobDeleted", &msg, done.clone());
 }
 
 /// How long after the Job completed the runner's final status write may still be on its way
@@ -376,15 +360,7 @@ fn succeeded_job(
         let msg = format!(
             "the runner exited successfully but no outputs reached the status after {attempts} attempt(s)"
         );
-        draft.finish(Phase::Failed, "OutputsMissing", &msg, done.clone());
-        d.events.push(EventSpec {
-            warning: true,
-            reason: "Failed".into(),
-            note: format!("OutputsMissing: {msg}"),
-            ..Default::default()
-        });
-        d.finished = Some((Phase::Failed, "OutputsMissing".into(), elapsed(cj, &done)));
-        d.requeue_after = ttl_requeue(cj);
+        fail(cj, draft, d, "OutputsMissing", &msg, done.clone());
         return;
     }
     let msg = format!("{n} outputs written after {attempts} attempt(s)");
@@ -583,17 +559,9 @@ fn pending_timed_out(
         msg = format!("{msg}: {}", w.message);
     }
     let done = draft.now.clone();
-    draft.finish(Phase::Failed, &w.reason, &msg, done.clone());
+    fail(cj, draft, d, &w.reason, &msg, done.clone());
     draft.set(WAITING, false, PENDING_TIMEOUT, &msg);
     d.delete_job = true;
-    d.events.push(EventSpec {
-        warning: true,
-        reason: "Failed".into(),
-        note: format!("{}: {msg}", w.reason),
-        ..Default::default()
-    });
-    d.finished = Some((Phase::Failed, w.reason.clone(), elapsed(cj, &done)));
-    d.requeue_after = ttl_requeue(cj);
 }
 
 /// The decision for a ClothJob whose spec the operator or the apiserver refuses: Failed with
@@ -614,17 +582,23 @@ pub fn invalid_spec(cj: &ClothJob, job_name: &str, detail: &str, now: Timestamp)
     draft.new.observed_generation = cj.metadata.generation;
     draft.new.job_name = Some(job_name.to_string());
     let done = draft.now.clone();
-    draft.finish(Phase::Failed, "InvalidSpec", detail, done.clone());
+    fail(cj, &mut draft, &mut d, "InvalidSpec", detail, done.clone());
+    d.status = draft.into_status(&old);
+    d
+}
+
+/// Terminal failure: the Failed conditions and phase, a Warning Event `Failed` saying
+/// `<reason>: <message>`, the result for the metrics, and a reconcile once the TTL passes.
+fn fail(cj: &ClothJob, draft: &mut Draft, d: &mut Decision, reason: &str, msg: &str, done: Time) {
+    draft.finish(Phase::Failed, reason, msg, done.clone());
     d.events.push(EventSpec {
         warning: true,
         reason: "Failed".into(),
-        note: format!("InvalidSpec: {detail}"),
+        note: format!("{reason}: {msg}"),
         ..Default::default()
     });
-    d.finished = Some((Phase::Failed, "InvalidSpec".into(), elapsed(cj, &done)));
+    d.finished = Some((Phase::Failed, reason.to_string(), elapsed(cj, &done)));
     d.requeue_after = ttl_requeue(cj);
-    d.status = draft.into_status(&old);
-    d
 }
 
 /// Reconcile again once the TTL after finishing has passed (just finished now).
