@@ -94,6 +94,23 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
     let observed = observe(&ctx.client, &caches, &cj).await?;
     let name = job_name(&cj)?;
     let mut decision = decide(&cj, &observed, &ctx.settings(), &name, Timestamp::now());
+    if decision
+        .finished
+        .as_ref()
+        .is_some_and(|f| f.1 == "OutputsMissing")
+    {
+        // The ClothJob cache may lag (a watch recovering from an apiserver outage): confirm
+        // with a live read before failing a job whose runner exited successfully.
+        let api: Api<ClothJob> = Api::namespaced(ctx.client.clone(), &ns);
+        let fresh = api
+            .get(&cj.name_any())
+            .await
+            .map_err(|source| Error::Observe {
+                what: "ClothJob",
+                source,
+            })?;
+        decision = decide(&fresh, &observed, &ctx.settings(), &name, Timestamp::now());
+    }
     match create(&cj, &decision, &ctx).await {
         Ok(Some(uid)) => {
             let mut status = decision
