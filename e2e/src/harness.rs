@@ -13,7 +13,7 @@ use clothjob_testenv::cluster::forward::Forward;
 use clothjob_testenv::{Cluster, ControlPlane, S3Server, bins, wait_for};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, PostParams};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
 
 use crate::operator::OperatorProcess;
 
@@ -47,6 +47,18 @@ pub struct Env {
 static ENV: OnceCell<Env> = OnceCell::const_new();
 /// Next port on the node's address for [`expose`] (S3 has [`S3_PORT`]).
 static NEXT_PORT: AtomicU16 = AtomicU16::new(20000);
+/// Cases share the cluster; one that disrupts it (an apiserver restart) holds it alone.
+static CLUSTER_USE: std::sync::LazyLock<std::sync::Arc<RwLock<()>>> =
+    std::sync::LazyLock::new(std::sync::Arc::default);
+
+/// How a [`Case`] holds the shared cluster while it lives.
+#[derive(Debug)]
+pub enum ClusterUse {
+    /// Beside other cases.
+    Shared(OwnedRwLockReadGuard<()>),
+    /// Alone: no other case of this test binary runs meanwhile.
+    Exclusive(OwnedRwLockWriteGuard<()>),
+}
 
 fn target_dir() -> Result<PathBuf> {
     // target/<profile>/deps/<test binary> or target/<profile>/<binary> → target/<profile>
@@ -300,6 +312,8 @@ pub struct Case {
     pub client: kube::Client,
     /// Scratch directory (manifests, the operator's log).
     pub dir: tempfile::TempDir,
+    /// The hold on the shared cluster (released when the case is dropped).
+    pub cluster_use: ClusterUse,
 }
 
 impl Case {
@@ -311,6 +325,18 @@ impl Case {
     /// [`new`](Self::new), the operator started with these extra flags (for example
     /// `--allowed-runner-service-accounts=models-reader`).
     pub async fn with_operator_args(prefix: &str, operator_args: &[&str]) -> Result<Self> {
+        let hold = ClusterUse::Shared(CLUSTER_USE.clone().read_owned().await);
+        Self::start(prefix, operator_args, hold).await
+    }
+
+    /// [`new`](Self::new), for a test that disrupts the cluster (restarts the apiserver): it
+    /// waits for the other cases of this test binary to finish and runs alone.
+    pub async fn exclusive(prefix: &str) -> Result<Self> {
+        let hold = ClusterUse::Exclusive(CLUSTER_USE.clone().write_owned().await);
+        Self::start(prefix, &[], hold).await
+    }
+
+    async fn start(prefix: &str, operator_args: &[&str], cluster_use: ClusterUse) -> Result<Self> {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -351,6 +377,7 @@ impl Case {
             operator,
             kubeconfig,
             dir,
+            cluster_use,
         })
     }
 

@@ -268,7 +268,8 @@ async fn a_runner_sigkilled_mid_run_is_retried_and_its_progress_starts_again() -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apiserver_restart_mid_run_loses_nothing() -> Result<()> {
-    let case = Case::new("apiserver").await?;
+    // Alone: the other cases of this binary share the apiserver it restarts.
+    let case = Case::exclusive("apiserver").await?;
     let src = SourceServer::start_in(
         case.cluster(),
         tshirt_jpeg(200, 260)?,

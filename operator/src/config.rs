@@ -114,9 +114,19 @@ pub struct OperatorConfig {
     #[arg(long, env = "CLOTHJOB_LEASE_DURATION_SECONDS", default_value_t = 10)]
     pub lease_duration_seconds: u64,
 
-    /// Seconds before expiry at which the holder renews its Lease (less than the duration).
-    #[arg(long, env = "CLOTHJOB_LEASE_GRACE_SECONDS", default_value_t = 3)]
-    pub lease_grace_seconds: u64,
+    /// Seconds the leader keeps leading without a successful renewal (an apiserver outage, a
+    /// partition, a lost permission) before it stops; shorter than the lease duration, so it
+    /// has stopped before a standby may take over.
+    #[arg(
+        long,
+        env = "CLOTHJOB_LEASE_RENEW_DEADLINE_SECONDS",
+        default_value_t = 7
+    )]
+    pub lease_renew_deadline_seconds: u64,
+
+    /// Seconds between the leader's renewals and between a standby's tries to take the Lease.
+    #[arg(long, env = "CLOTHJOB_LEASE_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    pub lease_retry_period_seconds: u64,
 }
 
 impl OperatorConfig {
@@ -137,7 +147,8 @@ impl OperatorConfig {
             leader_election_lease: "clothjob-operator".to_string(),
             leader_election_namespace: "default".to_string(),
             lease_duration_seconds: 10,
-            lease_grace_seconds: 3,
+            lease_renew_deadline_seconds: 7,
+            lease_retry_period_seconds: 2,
         }
     }
 

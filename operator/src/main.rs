@@ -72,7 +72,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         namespace: config.leader_election_namespace.clone(),
         identity: identity(),
         duration: Duration::from_secs(config.lease_duration_seconds),
-        grace: Duration::from_secs(config.lease_grace_seconds),
+        renew_deadline: Duration::from_secs(config.lease_renew_deadline_seconds),
+        retry_period: Duration::from_secs(config.lease_retry_period_seconds),
     });
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone()));
     let stopped = |mut rx: watch::Receiver<bool>| async move {
