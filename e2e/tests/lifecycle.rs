@@ -257,10 +257,9 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
 
     // The operator exported the stage timings.
     let metrics = case.operator.metrics().await?;
-    assert!(metrics.contains("clothjob_stage_duration_seconds_count{backend=\"builtin\",stage=\"backgroundRemoval\"} 1"), "{metrics}");
+    assert!(metrics.contains("clothjob_stage_duration_seconds_count{backend=\"builtin\",outcome=\"succeeded\",stage=\"backgroundRemoval\"} 1"), "{metrics}");
     assert!(
-        metrics
-            .contains("clothjob_jobs_finished_total{reason=\"Succeeded\",result=\"succeeded\"} 1"),
+        metrics.contains("clothjob_jobs_finished_total{outcome=\"succeeded\"} 1"),
         "{metrics}"
     );
     assert_eq!(job_count(&case).await?, 1);

@@ -29,7 +29,8 @@ pub struct EventSpec {
     pub action: Option<String>,
 }
 
-/// A stage timing to record in the stage-latency histogram.
+/// A finished stage run to record in the stage-latency histogram (once: it is newly added
+/// to `status.announcedStages` by the same decision).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StageTiming {
     /// Stage name.
@@ -38,6 +39,10 @@ pub struct StageTiming {
     pub backend: String,
     /// Seconds it took.
     pub seconds: f64,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    /// Its key in `status.announcedStages` (`<stage>@<startedAt ms>`).
+    pub key: String,
 }
 
 /// The operator-wide settings decisions depend on.
@@ -68,7 +73,8 @@ pub struct Decision {
     /// Events to publish (after the status is written: each is derived from a status
     /// transition, so it is sent at most once, also across operator restarts).
     pub events: Vec<EventSpec>,
-    /// Stage timings to record (once, when the job completes).
+    /// Stage runs to record, each once: succeeded and failed stages of every attempt, as
+    /// they are first added to `status.announcedStages`.
     pub timings: Vec<StageTiming>,
     /// Terminal result newly reached: (phase, reason, seconds since creation).
     pub finished: Option<(Phase, String, f64)>,
@@ -286,13 +292,14 @@ fn finished(
 }
 
 /// Stage completions reported by the runner become Events, once per run of a stage (keyed by
-/// stage and start time, remembered in `status.announcedStages`).
+/// stage and start time, remembered in `status.announcedStages`); succeeded and failed stage
+/// runs become stage timings for the metrics at the same transition.
 fn announce_stages(cur: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
     let done: Vec<_> = cur
         .stages
         .iter()
         .flatten()
-        .filter(|s| s.state == StageState::Succeeded)
+        .filter(|s| matches!(s.state, StageState::Succeeded | StageState::Failed))
         .collect();
     let already = cur.announced_stages.clone().unwrap_or_default();
     let mut keys = Vec::new();
@@ -300,6 +307,9 @@ fn announce_stages(cur: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
         let started = s.started_at.as_ref().map_or(0, |t| t.0.as_millisecond());
         let key = format!("{}@{started}", s.name);
         if !already.contains(&key) {
+            d.timings.push(stage_timing(s, &key));
+        }
+        if !already.contains(&key) && s.state == StageState::Succeeded {
             let ms = s.duration_ms.unwrap_or(0);
             d.events.push(EventSpec {
                 warning: false,
@@ -318,6 +328,26 @@ fn announce_stages(cur: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
     // Only the current attempt's stages are kept: the list stays bounded.
     if !keys.is_empty() || cur.announced_stages.is_some() {
         draft.new.announced_stages = Some(keys);
+    }
+}
+
+/// The timing of a finished stage run: its `durationMs`, or for a failed stage (the runner
+/// records no duration) the time from its start to its end.
+fn stage_timing(s: &clothjob_api::StageStatus, key: &str) -> StageTiming {
+    let span = match (&s.started_at, &s.finished_at) {
+        (Some(a), Some(b)) => (b.0.as_millisecond() - a.0.as_millisecond()).max(0),
+        _ => 0,
+    };
+    StageTiming {
+        stage: s.name.clone(),
+        backend: s.backend.clone().unwrap_or_else(|| "builtin".into()),
+        seconds: s.duration_ms.unwrap_or(span).max(0) as f64 / 1000.0,
+        outcome: if s.state == StageState::Failed {
+            "failed".into()
+        } else {
+            "succeeded".into()
+        },
+        key: key.to_string(),
     }
 }
 
@@ -371,17 +401,6 @@ fn succeeded_job(
         note: msg,
         ..Default::default()
     });
-    d.timings = cur
-        .stages
-        .iter()
-        .flatten()
-        .filter(|s| s.state == StageState::Succeeded)
-        .map(|s| StageTiming {
-            stage: s.name.clone(),
-            backend: s.backend.clone().unwrap_or_else(|| "builtin".into()),
-            seconds: s.duration_ms.unwrap_or(0) as f64 / 1000.0,
-        })
-        .collect();
     d.finished = Some((Phase::Succeeded, "Succeeded".into(), elapsed(cj, &done)));
     d.requeue_after = ttl_requeue(cj);
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clothjob_api::{ClothJob, Phase, contract};
+use clothjob_api::{ClothJob, contract};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
@@ -85,6 +85,7 @@ fn key(cj: &ClothJob) -> String {
 
 /// Reconciles one ClothJob.
 pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_duration.start_timer();
     let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let caches = ctx.caches_for(&ns)?;
     if !caches.is_synced() {
@@ -132,7 +133,8 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
     write_status(&cj, &decision, &ctx).await?;
     cleanup(&cj, &decision, &name, &ctx).await?;
     publish(&cj, &decision, &ctx).await;
-    record(&decision, &ctx);
+    // After the status write: each observation comes from a transition just written.
+    ctx.metrics.record(&cj, &decision);
     ctx.metrics.reconciles.with_label_values(&["ok"]).inc();
     if let Ok(mut f) = ctx.failures.lock() {
         f.remove(&key(&cj));
@@ -244,31 +246,6 @@ async fn publish(cj: &ClothJob, d: &Decision, ctx: &Context) {
         if let Err(err) = ctx.recorder.publish(&event, &reference).await {
             tracing::warn!(error = %err, reason = %e.reason, "publishing event");
         }
-    }
-}
-
-/// Records finished jobs and their stage timings.
-fn record(d: &Decision, ctx: &Context) {
-    if let Some((phase, reason, secs)) = &d.finished {
-        let result = if *phase == Phase::Succeeded {
-            "succeeded"
-        } else {
-            "failed"
-        };
-        ctx.metrics
-            .jobs_finished
-            .with_label_values(&[result, reason])
-            .inc();
-        ctx.metrics
-            .job_duration
-            .with_label_values(&[result])
-            .observe(*secs);
-    }
-    for t in &d.timings {
-        ctx.metrics
-            .stage_duration
-            .with_label_values(&[&t.stage, &t.backend])
-            .observe(t.seconds);
     }
 }
 
@@ -455,6 +432,7 @@ async fn run_scope(
     }
     let controller = Controller::new(cjs, watcher::Config::default().any_semantic());
     let cj_store = controller.store();
+    ctx.metrics.watch(&label, cj_store.clone());
     let (for_pods, for_events) = (job_store.clone(), job_store.clone());
     let controller = controller
         .owns_stream(job_stream)
