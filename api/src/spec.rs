@@ -69,6 +69,13 @@ pub struct ClothJobSpec {
     /// Settings of the runner pod.
     #[serde(default)]
     pub runner: RunnerSpec,
+
+    /// Cancels the job: once true, the operator stops the runner (deletes its Job and with it
+    /// the pods) and the ClothJob ends Failed with reason `Cancelled`. A ClothJob that already
+    /// finished stays as it is. Cannot be set back to false. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.cancel cannot be undone: create a new ClothJob (kubectl clothjob retry)"))]
+    pub cancel: bool,
 }
 
 fn default_retries() -> i32 {
