@@ -473,7 +473,7 @@ impl Recorded {
 }
 
 /// `clothjob_jobs{phase}` and `clothjob_stalled_seconds_max{phase}`, computed from the
-/// ClothJob caches when scraped (a standby replica has no caches and exports neither).
+/// ClothJob caches when scraped (a standby replica has no caches and exports zeros).
 struct JobsCollector {
     stores: Mutex<HashMap<String, Store<ClothJob>>>,
     /// Per uid: the progress fingerprint last seen and since when.
