@@ -208,6 +208,12 @@ pub fn decide(
 
     announce_stages(&cur, &mut draft, &mut d);
 
+    if cancel_requested(cj, observed) {
+        cancel(cj, observed, &mut draft, &mut d);
+        d.status = draft.into_status(&old);
+        return d;
+    }
+
     let job = match (&observed.job, &old.job_uid) {
         (Some(job), Some(uid)) if job.metadata.uid.as_deref() != Some(uid.as_str()) => {
             job_lost(cj, job_name, &mut draft, &mut d);
@@ -263,6 +269,29 @@ pub fn decide(
 /// Reason of the `Waiting` condition of a ClothJob failed by the pending time-out.
 pub const PENDING_TIMEOUT: &str = "PendingTimeout";
 
+/// Reason of a ClothJob stopped through `spec.cancel`.
+pub const CANCELLED: &str = "Cancelled";
+
+/// `spec.cancel` is set and the Job has not finished (a Job that already completed or failed
+/// decided the outcome before the cancel could stop it).
+fn cancel_requested(cj: &ClothJob, observed: &Observed) -> bool {
+    cj.spec.cancel && !observed.job.as_ref().is_some_and(job_finished)
+}
+
+/// `spec.cancel`: Failed with reason Cancelled, and the Job (with its pods) deleted; a
+/// ClothJob whose Job was not made yet gets none.
+fn cancel(cj: &ClothJob, observed: &Observed, draft: &mut Draft, d: &mut Decision) {
+    let attempts = draft.new.attempts.unwrap_or(0);
+    let msg = if observed.job.is_some() {
+        format!("cancelled through spec.cancel; the runner was stopped after {attempts} attempt(s)")
+    } else {
+        "cancelled through spec.cancel before a runner started".to_string()
+    };
+    let done = draft.now.clone();
+    fail(cj, draft, d, CANCELLED, &msg, done);
+    d.delete_job = observed.job.is_some();
+}
+
 /// A finished ClothJob: nothing more to run. The Job of a ClothJob failed by the pending
 /// time-out is deleted (its pod would wait forever); no other Job is ever deleted here, as a
 /// Job cache can lag behind the status the operator wrote from a fresher read.
@@ -275,7 +304,8 @@ fn finished(
 ) {
     let conds = cur.conditions.as_deref().unwrap_or_default();
     let timed_out = conditions::find(conds, WAITING).is_some_and(|c| c.reason == PENDING_TIMEOUT);
-    if timed_out && observed.job.as_ref().is_some_and(|j| !job_finished(j)) {
+    let cancelled = cur.reason.as_deref() == Some(CANCELLED);
+    if (timed_out || cancelled) && observed.job.as_ref().is_some_and(|j| !job_finished(j)) {
         d.delete_job = true;
     }
     if let (Some(ttl), Some(done)) = (

@@ -255,6 +255,8 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
         "failed_create.yaml",
         "job_deleted.yaml",
         "pending_timeout.yaml",
+        "cancelled_mid_run.yaml",
+        "cancelled_before_the_job.yaml",
     ] {
         let (mut cj, observed, settings, now, _) = load(&dir.join(f));
         let first = decide(&cj, &observed, &settings, "tshirt-3f2a9c1b", now);
