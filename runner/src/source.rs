@@ -15,7 +15,7 @@ use clothjob_backends::netguard::{self, NetworkPolicy, Redirects};
 use futures::StreamExt;
 
 use crate::error::RunError;
-use crate::store::{ObjectStoreOpts, object_store_for};
+use crate::store::{ObjectStoreOpts, open};
 
 /// Where to read the source from, as the runner sees it. `Debug` shows it as
 /// [`SourceLocation::describe`] does (no presigned tokens).
@@ -138,8 +138,9 @@ pub async fn fetch_with(
             Ok(Bytes::from(body))
         }
         SourceLocation::Uri(uri) => {
-            let (store, path) =
-                object_store_for(uri, &ObjectStoreOpts::from_env()).map_err(|e| fail(e, false))?;
+            let (store, path) = open(uri, &ObjectStoreOpts::from_env())
+                .await
+                .map_err(|e| fail(e, false))?;
             let result = store.get(&path).await.map_err(|e| match e {
                 object_store::Error::NotFound { .. } => fail("object not found".into(), false),
                 other => fail(other.to_string(), true),
