@@ -10,6 +10,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod pods;
+pub mod queue;
 pub mod reconcile;
 pub mod server;
 pub mod smoke;
