@@ -419,3 +419,91 @@ pub fn timings_table(s: Option<&ClothJobStatus>, style: Style) -> String {
     let rows = crate::report::breakdown(s.and_then(|s| s.stages.as_deref()).unwrap_or_default());
     crate::report::breakdown_table(&rows, style)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn version(progress: i32, stage: &str, done: &[&str], complete: bool) -> ClothJob {
+        let stages: Vec<serde_json::Value> = done
+            .iter()
+            .map(|s| serde_json::json!({"name": s, "state": "Succeeded", "backend": "builtin", "durationMs": 120, "startedAt": "2026-11-25T10:00:01Z"}))
+            .collect();
+        let mut status = serde_json::json!({
+            "phase": if complete { "Succeeded" } else { "Running" },
+            "progress": progress, "stage": stage, "attempts": 1, "stages": stages,
+        });
+        if complete {
+            status["conditions"] = serde_json::json!([{"type": "Complete", "status": "True", "reason": "Succeeded", "message": "", "lastTransitionTime": "2026-11-25T10:00:05Z"}]);
+            status["outputs"] = serde_json::json!([{"name": "catalog", "uri": "s3://b/o/catalog.jpg", "mediaType": "image/jpeg", "width": 768, "height": 1024, "bytes": 2048, "sha256": "00"}]);
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "closetconnect.io/v1alpha1", "kind": "ClothJob",
+            "metadata": {"name": "tee", "namespace": "closet"},
+            "spec": {"source": {"url": "http://a/b.jpg"}, "output": {"uri": "s3://b/o"}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn plain_output_is_one_line_per_change_without_escape_codes() {
+        let mut r = Renderer::new(Style::plain(), Vec::new());
+        r.update(Some(&version(10, "backgroundRemoval", &[], false)));
+        r.update(Some(&version(10, "backgroundRemoval", &[], false)));
+        r.update(None);
+        r.update(Some(&version(
+            30,
+            "segmentation",
+            &["backgroundRemoval"],
+            false,
+        )));
+        r.update(Some(&version(100, "done", &["backgroundRemoval"], true)));
+        r.finish();
+        let out = String::from_utf8(r.out).unwrap();
+        assert_eq!(
+            out,
+            "tee: Running 10% backgroundRemoval\n\
+             tee: stage backgroundRemoval done 0.12 s builtin\n\
+             tee: Running 30% segmentation\n\
+             tee: Succeeded 100%\n"
+        );
+        let summary = summary(
+            &version(100, "done", &["backgroundRemoval"], true),
+            Style::plain(),
+        );
+        assert!(
+            summary.contains("catalog  2.0 KiB    768x1024  s3://b/o/catalog.jpg"),
+            "{summary}"
+        );
+        assert!(!summary.contains('\x1b'));
+    }
+
+    #[test]
+    fn the_bar_is_redrawn_in_place_at_most_every_quarter_second() {
+        let mut r = Renderer::new(Style { fancy: true }, Vec::new());
+        r.update(Some(&version(10, "backgroundRemoval", &[], false)));
+        // Versions arriving within the throttle window are not drawn at once...
+        r.update(Some(&version(20, "backgroundRemoval", &[], false)));
+        r.update(Some(&version(25, "backgroundRemoval", &[], false)));
+        let draws =
+            |r: &Renderer<Vec<u8>>| String::from_utf8_lossy(&r.out).matches("\r\x1b[2K").count();
+        assert_eq!(draws(&r), 1);
+        // ...but a finished stage's line is printed above the bar, and the final state at once.
+        r.update(Some(&version(100, "done", &["backgroundRemoval"], true)));
+        r.finish();
+        let out = String::from_utf8(r.out).unwrap();
+        assert!(
+            out.contains("✓\x1b[0m backgroundRemoval  builtin  0.12 s\n"),
+            "{out:?}"
+        );
+        assert!(out.ends_with("\n"), "{out:?}");
+        let last = out.rsplit("\r\x1b[2K").next().unwrap();
+        assert!(
+            last.contains("100%") && last.contains("Succeeded"),
+            "{last:?}"
+        );
+        assert!(!out.contains(" 20%") && !out.contains(" 25%"), "{out:?}");
+    }
+}
