@@ -6,8 +6,7 @@
 //! cgroups included, when the tests end, whatever their outcome). Tests that change the release
 //! (`helm upgrade`, `helm uninstall`) run last.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use clothjob_e2e::sample::tshirt_jpeg;
 use clothjob_e2e::wait_condition;
 use clothjob_testenv::cluster::NODE_IP;
 use clothjob_testenv::cluster::forward::Forward;
-use clothjob_testenv::{Cluster, S3Server, bins, wait_for};
+use clothjob_testenv::{Cluster, S3Server, bins, run_checked, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -74,28 +73,6 @@ fn env() -> Result<Arc<Env>> {
     }
 }
 
-fn run(what: &str, cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
-}
-
-fn helm(env_helm: &Path, cluster: &Cluster) -> Result<Command> {
-    let mut cmd = Command::new(env_helm);
-    cmd.env("KUBECONFIG", cluster.control_plane()?.kubeconfig_path())
-        .env("HELM_CACHE_HOME", cluster.dir().join("helm/cache"))
-        .env("HELM_CONFIG_HOME", cluster.dir().join("helm/config"))
-        .env("HELM_DATA_HOME", cluster.dir().join("helm/data"));
-    Ok(cmd)
-}
-
 fn chart() -> PathBuf {
     bins::workspace_root().join("charts/clothjob-operator")
 }
@@ -108,9 +85,10 @@ async fn setup() -> Result<Env> {
         cluster.import_image(image)?;
     }
     let helm_bin = tokio::task::spawn_blocking(bins::ensure_helm).await??;
-    run(
+    run_checked(
         "helm install",
-        helm(&helm_bin, &cluster)?
+        cluster
+            .helm(&helm_bin)?
             .args(["install", RELEASE])
             .arg(chart())
             .args([
@@ -383,9 +361,9 @@ async fn a_missing_secret_gives_createcontainerconfigerror(env: Arc<Env>) -> Res
 /// `helm test` runs the chart's smoke test: a tiny ClothJob in the release namespace, to
 /// completion, cleaned up afterwards.
 async fn helm_test_runs_a_tiny_clothjob_to_completion(env: Arc<Env>) -> Result<()> {
-    let out = run(
+    let out = run_checked(
         "helm test",
-        helm(&env.helm, &env.cluster)?.args([
+        env.cluster.helm(&env.helm)?.args([
             "test",
             RELEASE,
             "--namespace",
@@ -422,9 +400,10 @@ async fn helm_upgrade_rolls_and_uninstall_keeps_the_crd(env: Arc<Env>) -> Result
     let gen_before = before.metadata.generation.unwrap_or_default();
     let helm_bin = env.helm.clone();
     let cluster = &env.cluster;
-    run(
+    run_checked(
         "helm upgrade",
-        helm(&helm_bin, cluster)?
+        cluster
+            .helm(&helm_bin)?
             .args(["upgrade", RELEASE])
             .arg(chart())
             .args([
@@ -530,9 +509,11 @@ async fn helm_upgrade_rolls_and_uninstall_keeps_the_crd(env: Arc<Env>) -> Result
     );
     assert!(took < Duration::from_secs(15), "took over after {took:?}");
 
-    run(
+    run_checked(
         "helm uninstall",
-        helm(&helm_bin, cluster)?.args(["uninstall", RELEASE, "--namespace", SYSTEM_NS, "--wait"]),
+        cluster
+            .helm(&helm_bin)?
+            .args(["uninstall", RELEASE, "--namespace", SYSTEM_NS, "--wait"]),
     )?;
     assert!(deployments.get_opt(&name).await?.is_none());
     let crds: Api<CustomResourceDefinition> = Api::all(client);

@@ -268,10 +268,19 @@ fn assert_outputs(case: &Case, status: &ClothJobStatus) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_survives_an_apiserver_restart() -> Result<()> {
+/// A runner on a control plane of its own (the test stops that apiserver), past its first
+/// status write and fetching the photo from a server that holds the reply until `gate` opens.
+struct HeldAtFetch {
+    cp: ControlPlane,
+    gate: Gate,
+    case: Case,
+    runner: tokio::process::Child,
+    _server: MockServer,
+    _dir: tempfile::TempDir,
+}
+
+async fn held_at_fetch(prefix: &str) -> Result<HeldAtFetch> {
     common_tracing();
-    // Its own control plane: the apiserver goes down.
     let cp = ControlPlane::start().await?;
     install_crds(&cp).await?;
     let gate = Gate::default();
@@ -279,13 +288,11 @@ async fn a_run_survives_an_apiserver_restart() -> Result<()> {
     let server = photo_server(dir.path(), Some(gate.clone()));
     let case = Case::create(
         &cp,
-        "restart",
+        prefix,
         builtin_spec(&format!("{}/tshirt.png", server.url())),
     )
     .await?;
-    let mut runner = case.start_runner(&cp, &case.uid)?;
-
-    // The runner has written its first state and is fetching the photo, held back.
+    let runner = case.start_runner(&cp, &case.uid)?;
     case.wait_stage(&cp, "fetching").await?;
     wait_for(
         "the photo request",
@@ -294,7 +301,26 @@ async fn a_run_survives_an_apiserver_restart() -> Result<()> {
         || async { Ok((gate.arrived() > 0).then_some(())) },
     )
     .await?;
+    Ok(HeldAtFetch {
+        cp,
+        gate,
+        case,
+        runner,
+        _server: server,
+        _dir: dir,
+    })
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_an_apiserver_restart() -> Result<()> {
+    let HeldAtFetch {
+        cp,
+        gate,
+        case,
+        mut runner,
+        _server,
+        _dir,
+    } = held_at_fetch("restart").await?;
     cp.stop_apiserver().await?;
     // The photo arrives while the apiserver is away: the next writes fail and are retried.
     gate.open();
@@ -316,29 +342,15 @@ async fn a_run_survives_an_apiserver_restart() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_that_cannot_list_its_outputs_exits_transient_not_0() -> Result<()> {
-    common_tracing();
-    // Its own control plane: the apiserver goes down for longer than the runner waits.
-    let cp = ControlPlane::start().await?;
-    install_crds(&cp).await?;
-    let gate = Gate::default();
-    let dir = tempfile::tempdir()?;
-    let server = photo_server(dir.path(), Some(gate.clone()));
-    let case = Case::create(
-        &cp,
-        "down",
-        builtin_spec(&format!("{}/tshirt.png", server.url())),
-    )
-    .await?;
-    let mut runner = case.start_runner(&cp, &case.uid)?;
-    case.wait_stage(&cp, "fetching").await?;
-    wait_for(
-        "the photo request",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || async { Ok((gate.arrived() > 0).then_some(())) },
-    )
-    .await?;
-
+    // The apiserver goes down for longer than the runner waits.
+    let HeldAtFetch {
+        cp,
+        gate,
+        case,
+        mut runner,
+        _server,
+        _dir,
+    } = held_at_fetch("down").await?;
     cp.stop_apiserver().await?;
     let stopped = Instant::now();
     gate.open();

@@ -58,4 +58,4 @@ pub use cluster::Cluster;
 pub use control_plane::ControlPlane;
 pub use node::{FakeNode, NodeConfig};
 pub use s3::S3Server;
-pub use util::wait_for;
+pub use util::{run_checked, wait_for};

@@ -114,3 +114,18 @@ where
         tokio::time::sleep(interval).await;
     }
 }
+
+/// Runs `cmd` to completion: its stdout, or an error naming `what` with its status and
+/// output.
+pub fn run_checked(what: &str, cmd: &mut std::process::Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}

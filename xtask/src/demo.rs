@@ -447,9 +447,10 @@ impl Demo {
             ),
             "waiting for the operator to be ready",
             || {
-                run_cmd(
+                clothjob_testenv::run_checked(
                     "helm install",
-                    helm_cmd(&helm, &cluster)?
+                    cluster
+                        .helm(&helm)?
                         .args(["install", RELEASE])
                         .arg(&chart)
                         .args([
@@ -834,27 +835,4 @@ fn pod_logs(cluster: &Cluster, prefix: &str) -> Vec<PathBuf> {
     }
     logs.sort();
     logs
-}
-
-/// helm with the admin kubeconfig and its homes in the cluster's directory.
-fn helm_cmd(helm: &Path, cluster: &Cluster) -> Result<Command> {
-    let mut cmd = Command::new(helm);
-    cmd.env("KUBECONFIG", cluster.control_plane()?.kubeconfig_path())
-        .env("HELM_CACHE_HOME", cluster.dir().join("helm/cache"))
-        .env("HELM_CONFIG_HOME", cluster.dir().join("helm/config"))
-        .env("HELM_DATA_HOME", cluster.dir().join("helm/data"));
-    Ok(cmd)
-}
-
-fn run_cmd(what: &str, cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }

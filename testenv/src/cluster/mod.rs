@@ -368,6 +368,17 @@ impl Cluster {
         &self.dir
     }
 
+    /// `helm` (the binary at `helm`) with the admin kubeconfig and its cache, config and data
+    /// homes in the cluster's directory.
+    pub fn helm(&self, helm: &Path) -> Result<std::process::Command> {
+        let mut cmd = std::process::Command::new(helm);
+        cmd.env("KUBECONFIG", self.control_plane()?.kubeconfig_path())
+            .env("HELM_CACHE_HOME", self.dir.join("helm/cache"))
+            .env("HELM_CONFIG_HOME", self.dir.join("helm/config"))
+            .env("HELM_DATA_HOME", self.dir.join("helm/data"));
+        Ok(cmd)
+    }
+
     /// Imports an image archive (OCI layout or docker-archive tar) into the node's containerd.
     pub fn import_image(&self, archive: &Path) -> Result<()> {
         self.runtime.import(archive, None).map(|_| ())
