@@ -199,6 +199,23 @@ fn bar_percent(screen: &str, name: &str) -> Option<i32> {
         .find_map(|w| w.strip_suffix('%')?.parse().ok())
 }
 
+/// The S3 server's loopback endpoint and credentials, as the plugin reads them.
+fn case_s3(case: &Case) -> [(&'static str, String); 5] {
+    let s3 = &case.env.s3;
+    [
+        ("AWS_ACCESS_KEY_ID", s3.access_key().to_string()),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key().to_string()),
+        ("AWS_REGION", s3.region().to_string()),
+        ("AWS_ENDPOINT", s3.endpoint().to_string()),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+    ]
+}
+
+fn s3_env(mut cmd: Command, vars: &[(&'static str, String)]) -> Command {
+    cmd.envs(vars.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd
+}
+
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -351,6 +368,31 @@ async fn submit_watch_on_a_terminal_and_piped_then_list_report_and_get_outputs()
         );
     }
 
+    // A photo uploaded with --upload-to (credentials from the environment) to the S3 store;
+    // `watch -o json` prints the finished object.
+    let mut up = cli(&case, bin);
+    up.args(submit_args(&case, &photo_s, "uploaded"))
+        .args(["--upload-to", &format!("s3://{}/uploads", case.bucket)]);
+    let up = s3_env(up, &case_s3(&case));
+    let o = tokio::task::spawn_blocking(move || { up }.output()).await??;
+    expect_code(&o, 0, "submit --upload-to");
+    let uploaded = case.clothjobs().get("uploaded").await?;
+    let uri = format!("s3://{}/uploads/{}/uploaded/tee.jpg", case.bucket, case.ns);
+    assert_eq!(uploaded.spec.source.uri.as_deref(), Some(uri.as_str()));
+    assert_eq!(case.read_output(&uri)?, std::fs::read(&photo)?);
+    let o = run(
+        &case,
+        bin,
+        &["watch", "uploaded", "-o", "json", "--timeout", "3m"],
+    )
+    .await?;
+    let (out, _) = expect_code(&o, 0, "watch -o json");
+    let done: ClothJob = serde_json::from_str(&out)?;
+    assert_eq!(
+        done.status.and_then(|s| s.phase).map(|p| p.as_str()),
+        Some("Succeeded")
+    );
+
     // list, list -A -o name.
     let (out, _) = expect_code(&run(&case, bin, &["list"]).await?, 0, "list");
     for name in ["tty", "piped"] {
@@ -386,7 +428,7 @@ async fn submit_watch_on_a_terminal_and_piped_then_list_report_and_get_outputs()
         "report -o json",
     );
     let v: serde_json::Value = serde_json::from_str(&out)?;
-    assert_eq!(v["jobs"], 2, "{out}");
+    assert_eq!(v["jobs"], 3, "{out}");
     let total = v["stages"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["stage"] == "total"))
@@ -400,14 +442,9 @@ async fn submit_watch_on_a_terminal_and_piped_then_list_report_and_get_outputs()
     // get-outputs: every output downloaded from S3 with the sha256 of its status.
     let dir = case.dir.path().join("outputs");
     let mut cmd = cli(&case, bin);
-    cmd.args(["get-outputs", "piped"])
-        .arg(&dir)
-        .env("AWS_ACCESS_KEY_ID", case.env.s3.access_key())
-        .env("AWS_SECRET_ACCESS_KEY", case.env.s3.secret_key())
-        .env("AWS_REGION", case.env.s3.region())
-        .env("AWS_ENDPOINT", case.env.s3.endpoint())
-        .env("AWS_ALLOW_HTTP", "true");
-    let o = tokio::task::spawn_blocking(move || cmd.output()).await??;
+    cmd.args(["get-outputs", "piped"]).arg(&dir);
+    let cmd = s3_env(cmd, &case_s3(&case));
+    let o = tokio::task::spawn_blocking(move || { cmd }.output()).await??;
     expect_code(&o, 0, "get-outputs");
     let cj = case.clothjobs().get("piped").await?;
     let outputs = cj
@@ -496,7 +533,8 @@ async fn cancel_mid_run_logs_and_retry() -> Result<()> {
     .await
     .with_context(|| case.diagnostics())?;
     let o = run(&case, bin, &["logs", "slow", "--attempt", "1"]).await?;
-    expect_code(&o, 0, "logs");
+    let (out, _) = expect_code(&o, 0, "logs");
+    assert!(out.contains("running"), "{out}");
     let o = run(&case, bin, &["logs", "slow", "--attempt", "2"]).await?;
     expect_code(&o, 1, "logs of an attempt that did not happen");
 
@@ -601,9 +639,27 @@ async fn cancel_mid_run_logs_and_retry() -> Result<()> {
     assert!(!r.spec.cancel);
     assert_eq!(r.spec.source, cj.spec.source);
     assert_eq!(r.spec.output, cj.spec.output);
+    // logs -f follows the retry's runner until it exits.
+    wait_for(
+        "the retry's runner to run",
+        2 * MINUTE,
+        Duration::from_millis(200),
+        || async { Ok((case.running_runners("slow-r1").await? == 1).then_some(())) },
+    )
+    .await
+    .with_context(|| case.diagnostics())?;
+    let mut follow = cli(&case, bin);
+    follow.args(["logs", "slow-r1", "-f"]);
+    let follow = tokio::task::spawn_blocking(move || follow.output());
     let o = run(&case, bin, &["watch", "slow-r1", "--timeout", "3m"]).await?;
     let (out, _) = expect_code(&o, 0, "watch of the retry");
     assert!(out.contains("slow-r1: Succeeded 100%"), "{out}");
+    let o = tokio::time::timeout(MINUTE, follow).await???;
+    let (out, _) = expect_code(&o, 0, "logs -f");
+    assert!(
+        out.contains("running") && out.contains("stage timing"),
+        "{out}"
+    );
     wait_condition(&case.clothjobs(), "slow-r1", conditions::COMPLETE, MINUTE).await?;
 
     // Only a Failed ClothJob is retried; a finished one is not cancelled.
