@@ -43,6 +43,19 @@ const JOB_BUCKETS: [f64; 16] = [
 /// Backends a stage may report; anything else is exported as `other`.
 pub const BACKENDS: [&str; 5] = ["builtin", "onnx", "remote", "gemini", "objectStore"];
 
+/// The stages with the backends each can run, whose series exist from the start.
+const STAGE_BACKENDS: [(&str, &str); 9] = [
+    ("backgroundRemoval", "builtin"),
+    ("backgroundRemoval", "onnx"),
+    ("backgroundRemoval", "remote"),
+    ("segmentation", "builtin"),
+    ("segmentation", "onnx"),
+    ("expansion", "builtin"),
+    ("expansion", "gemini"),
+    ("encoding", "builtin"),
+    ("storing", "objectStore"),
+];
+
 /// Terminal failure reasons exported as themselves; anything else is exported as `other`.
 pub const FAILURE_REASONS: [&str; 15] = [
     "BadInput",
@@ -218,9 +231,17 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(SharedCollector(jobs.clone())))?;
+        // Series exist from the start at zero, so the first observation of each shows in
+        // rate() and increase() (a series born at 1 shows no increase).
         for outcome in ["succeeded", "failed"] {
             jobs_finished.with_label_values(&[outcome]);
             job_duration.with_label_values(&[outcome]);
+            for (stage, backend) in STAGE_BACKENDS {
+                stage_duration.with_label_values(&[stage, backend, outcome]);
+            }
+        }
+        for reason in FAILURE_REASONS.into_iter().chain(["other"]) {
+            failures.with_label_values(&[reason]);
         }
         Ok(Self {
             registry,
