@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::Resource;
+use kube::{Resource, ResourceExt};
 
 use crate::config::OperatorConfig;
 use crate::error::Error;
@@ -319,6 +319,53 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
+/// Env var of the runner: the W3C trace context (`traceparent`) of the job, so the
+/// operator's and the runner's logs of one ClothJob share one trace id.
+pub const ENV_TRACEPARENT: &str = "TRACEPARENT";
+/// Annotation on a ClothJob carrying the W3C `traceparent` of the request that made it (for
+/// example set by the service that submitted the job); passed to the runner as
+/// [`ENV_TRACEPARENT`]. Without a valid one, the trace id is the ClothJob's uid.
+pub const TRACEPARENT_ANNOTATION: &str = "closetconnect.io/traceparent";
+
+/// Whether `v` is a W3C traceparent of version 00 with non-zero trace and parent ids.
+fn valid_traceparent(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str, n: usize| {
+        s.len() == n
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    matches!(parts.as_slice(), [ver, trace, parent, flags]
+        if *ver == "00" && hex(trace, 32) && hex(parent, 16) && hex(flags, 2)
+            && trace.bytes().any(|b| b != b'0') && parent.bytes().any(|b| b != b'0'))
+}
+
+/// The runner's `traceparent`: the ClothJob's annotation when it is valid, else one derived
+/// from the uid (trace id: the uid's 32 hex digits; parent id: its last 16), the same for
+/// every attempt and every operator replica.
+pub fn traceparent(cj: &ClothJob, uid: &str) -> String {
+    if let Some(v) = cj.annotations().get(TRACEPARENT_ANNOTATION)
+        && valid_traceparent(v.trim())
+    {
+        return v.trim().to_string();
+    }
+    let mut hex: String = uid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.len() < 32 || hex.bytes().all(|b| b == b'0') {
+        // Not a UUID: a fixed id rather than none (the env stays well-formed).
+        hex = format!("{hex:0>31}1");
+    }
+    let trace = &hex[hex.len() - 32..];
+    let parent = match &trace[16..] {
+        p if p.bytes().all(|b| b == b'0') => "0000000000000001",
+        p => p,
+    };
+    format!("00-{trace}-{parent}-01")
+}
+
 /// Builds the Job: one pod at a time, `backoffLimit` = retries, the spec's deadline (or the
 /// operator's default), and a podFailurePolicy that fails at once on the runner's bad-input
 /// and invalid-spec exit codes, ignores disruptions (evictions, preemption) and retries every
@@ -366,6 +413,7 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
         env("TMPDIR", SCRATCH_DIR),
         env("HOME", SCRATCH_DIR),
     ];
+    envs.push(env(ENV_TRACEPARENT, &traceparent(cj, &uid)));
     let networks = cfg.networks();
     if !networks.is_empty() {
         envs.push(env(contract::ENV_ALLOWED_NETWORKS, &networks.join(",")));
@@ -893,5 +941,43 @@ mod tests {
         // The Job for such a name is valid too.
         let job = build_job(&c, &OperatorConfig::defaults()).unwrap();
         assert!(job.metadata.name.unwrap().len() <= 63);
+    }
+
+    #[test]
+    fn the_runner_gets_the_annotated_traceparent_or_one_from_the_uid() {
+        let mut cj = ClothJob::new(
+            "a",
+            serde_json::from_value(serde_json::json!({
+                "source": {"url": "https://example.com/a.jpg"},
+                "output": {"uri": "file:///out"}
+            }))
+            .unwrap(),
+        );
+        let uid = "3F2A9C1B-0000-4000-8000-00000000abcd";
+        assert_eq!(
+            traceparent(&cj, uid),
+            "00-3f2a9c1b00004000800000000000abcd-800000000000abcd-01"
+        );
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        cj.metadata.annotations = Some(
+            [(TRACEPARENT_ANNOTATION.to_string(), given.to_string())]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(traceparent(&cj, uid), given);
+        for bad in [
+            "junk",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        ] {
+            cj.metadata.annotations = Some(
+                [(TRACEPARENT_ANNOTATION.to_string(), bad.to_string())]
+                    .into_iter()
+                    .collect(),
+            );
+            assert!(traceparent(&cj, uid).starts_with("00-3f2a9c1b"), "{bad}");
+        }
+        assert!(valid_traceparent(&traceparent(&cj, "not-a-uuid")));
     }
 }

@@ -83,7 +83,20 @@ fn key(cj: &ClothJob) -> String {
     format!("{}/{}", cj.namespace().unwrap_or_default(), cj.name_any())
 }
 
+/// The trace id of a ClothJob's runner (see [`crate::job::traceparent`]), for the logs.
+fn trace_id(cj: &ClothJob) -> String {
+    let tp = crate::job::traceparent(cj, &cj.uid().unwrap_or_default());
+    tp.get(3..35).unwrap_or_default().to_string()
+}
+
 /// Reconciles one ClothJob.
+#[tracing::instrument(name = "reconcile", skip_all, fields(
+    namespace = %cj.namespace().unwrap_or_default(),
+    name = %cj.name_any(),
+    uid = %cj.uid().unwrap_or_default(),
+    attempt = cj.status.as_ref().and_then(|s| s.attempts).unwrap_or(0),
+    trace_id = %trace_id(&cj),
+))]
 pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;

@@ -1,4 +1,5 @@
-//! HTTP endpoints: `/healthz` (alive), `/readyz` (caches synced) and `/metrics`.
+//! HTTP endpoints: `/healthz` (alive), `/readyz` (caches synced) and `/metrics`; the
+//! operator's logging set-up.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,4 +39,25 @@ pub fn router(health: Health) -> Router {
             get(|State(h): State<Health>| async move { h.metrics.render() }),
         )
         .with_state(health)
+}
+
+/// Sets up logging on stderr: human-readable on a terminal, one JSON object per line
+/// elsewhere (in a pod), each line with its spans and their fields (a reconcile's ClothJob
+/// namespace, name, uid, attempt and trace id). `RUST_LOG` filters (default `info`).
+pub fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if std::io::stderr().is_terminal() {
+        fmt.init();
+    } else {
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    }
 }

@@ -197,7 +197,10 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
     let remote = plan.remote_remover.clone();
     let gemini = plan.gemini.clone();
     let mut worker_sink = ChannelSink::new(sink.state.clone(), sink.sender());
+    // The job's span goes with the work (the stage spans are its children).
+    let span = tracing::Span::current();
     let (worker_sink, result) = tokio::task::spawn_blocking(move || {
+        let _job = span.enter();
         let r = run_blocking(
             &bytes,
             &options,
@@ -215,6 +218,7 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
     let output = result?;
 
     let started = Instant::now();
+    sink.open_stage(Stage::Storing, "objectStore");
     sink.change(true, |s| s.started(Stage::Storing, "objectStore"));
     let opts = ObjectStoreOpts::from_env();
     let dir = plan.output_dir.trim_end_matches('/').to_string();
@@ -236,6 +240,7 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
     });
     let outputs = try_join_all(writes).await?;
     let storing = started.elapsed();
+    sink.close_stage(storing);
     sink.change(true, |s| {
         s.outputs = outputs;
         s.regions = output.regions.iter().map(region_status).collect();

@@ -37,13 +37,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     let code = match Cli::parse().command {
         Command::Run => clothjob_runner::pod::run_in_pod().await,
         Command::Process {
@@ -54,4 +48,25 @@ async fn main() {
         } => clothjob_runner::process::process(input, out, config, set).await,
     };
     std::process::exit(code);
+}
+
+/// Logs on stderr: human-readable on a terminal (`process`), one JSON object per line
+/// elsewhere (in a pod), each line with its spans (the job's namespace, name, uid, attempt and
+/// trace id; the stage) and their fields. `RUST_LOG` filters (default `info`).
+fn init_logging() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    if std::io::stderr().is_terminal() {
+        fmt.init();
+    } else {
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(true)
+            .init();
+    }
 }

@@ -125,8 +125,37 @@ impl Session {
     }
 }
 
-/// Runs the job and returns the process exit code.
+/// Runs the job and returns the process exit code. Every log line of the run is in the span
+/// `job` with the ClothJob's namespace, name and uid, the attempt (as the operator last
+/// recorded it when the runner read its ClothJob) and the trace id of the `TRACEPARENT` the
+/// operator passes.
 pub async fn run_in_pod() -> i32 {
+    use tracing::Instrument as _;
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let traceparent = var(ENV_TRACEPARENT);
+    let span = tracing::info_span!(
+        "job",
+        namespace = %var(contract::ENV_NAMESPACE),
+        name = %var(contract::ENV_NAME),
+        uid = %var(contract::ENV_UID),
+        attempt = tracing::field::Empty,
+        trace_id = %trace_id(&traceparent),
+    );
+    run_job().instrument(span).await
+}
+
+/// Env var with the W3C trace context the operator gives the runner.
+pub const ENV_TRACEPARENT: &str = "TRACEPARENT";
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`), or empty.
+pub fn trace_id(traceparent: &str) -> &str {
+    match traceparent.split('-').collect::<Vec<_>>().as_slice() {
+        [_, id, _, _] if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => id,
+        _ => "",
+    }
+}
+
+async fn run_job() -> i32 {
     let mut shutdown = Shutdown::install();
     let mut session = match Session::from_env().await {
         Ok(s) => s,
@@ -190,6 +219,13 @@ fn plan(cj: &ClothJob, namespace: &str, name: &str, uid: &str) -> Result<Plan, R
 
 async fn run(session: &mut Session) -> Result<(), RunError> {
     let cj = session.target.read(Backoff::MUST_LAND).await?;
+    let attempt = cj
+        .status
+        .as_ref()
+        .and_then(|s| s.attempts)
+        .unwrap_or(0)
+        .max(1);
+    tracing::Span::current().record("attempt", attempt);
     let namespace = session.namespace.clone();
     let name = session.target.name().to_string();
     let uid = session.target.uid().to_string();

@@ -166,12 +166,33 @@ pub struct ChannelSink {
     /// The state so far.
     pub state: RunState,
     tx: UnboundedSender<Update>,
+    /// The span of the stage running now (closed when it ends).
+    stage_span: Option<tracing::Span>,
 }
 
 impl ChannelSink {
     /// A sink starting from `state`.
     pub fn new(state: RunState, tx: UnboundedSender<Update>) -> Self {
-        Self { state, tx }
+        Self {
+            state,
+            tx,
+            stage_span: None,
+        }
+    }
+
+    /// Opens the span of a stage (a child of the current span: the job's) and logs its start.
+    pub fn open_stage(&mut self, stage: Stage, backend: &str) {
+        let span = tracing::info_span!("stage", stage = stage.name(), backend = %backend);
+        span.in_scope(|| tracing::info!("stage started"));
+        self.stage_span = Some(span);
+    }
+
+    /// Logs the end of the stage in its span and closes it.
+    pub fn close_stage(&mut self, duration: Duration) {
+        if let Some(span) = self.stage_span.take() {
+            let ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+            span.in_scope(|| tracing::info!(duration_ms = ms, "stage finished"));
+        }
     }
 
     /// Another handle on the channel.
@@ -200,12 +221,14 @@ impl ChannelSink {
 
 impl ProgressSink for ChannelSink {
     fn stage_started(&mut self, stage: StageName, backend: &str) {
+        self.open_stage(api_stage(stage), backend);
         self.change(true, |s| s.started(api_stage(stage), backend));
     }
     fn stage_progress(&mut self, stage: StageName, fraction: f64) {
         self.change(false, |s| s.fraction(api_stage(stage), fraction));
     }
     fn stage_finished(&mut self, stage: StageName, _backend: &str, duration: Duration) {
+        self.close_stage(duration);
         self.change(true, |s| s.finished(api_stage(stage), duration));
     }
     fn stage_skipped(&mut self, stage: StageName) {
