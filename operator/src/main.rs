@@ -14,12 +14,7 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    clothjob_operator::server::init_logging();
     // `clothjob-operator smoke-test`: the chart's `helm test` (a tiny ClothJob to completion).
     if std::env::args().nth(1).as_deref() == Some("smoke-test") {
         let cfg = clothjob_operator::smoke::SmokeConfig::parse_from(std::env::args().skip(1));
