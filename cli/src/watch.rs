@@ -150,6 +150,13 @@ pub async fn follow(
                 failures = 0;
                 s.boxed()
             }
+            // No right to watch (or list) ClothJobs here: retrying cannot help.
+            Err(kube::Error::Api(s)) if matches!(s.code, 401 | 403) => {
+                return Err(CommandError::Api {
+                    action: format!("watching ClothJob {name}"),
+                    source: kube::Error::Api(s),
+                });
+            }
             Err(e) => {
                 failures += 1;
                 if failures == 1 || failures.is_multiple_of(10) {
@@ -186,6 +193,8 @@ pub async fn follow(
                             // The version is gone from the watch cache: read the object again.
                             cj = get().await?;
                             on_update(Some(&cj));
+                        } else {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                         break;
                     }
