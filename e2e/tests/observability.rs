@@ -312,6 +312,68 @@ fn promtool_check_metrics(text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The runner pod's log: one JSON object per line, each with the job span (namespace, name,
+/// uid, attempt, the trace id the operator passed), and a stage span on each stage's lines.
+async fn runner_logs_are_json_with_the_job_on_every_line(case: &Case, name: &str) -> Result<()> {
+    use k8s_openapi::api::core::v1::Pod;
+    let cj = case.clothjobs().get(name).await?;
+    let uid = cj.metadata.uid.clone().context("uid")?;
+    let trace: String = uid.chars().filter(|c| *c != '-').collect();
+    let pods = case.runner_pods(name).await?;
+    let pod = pods.first().context("runner pod")?;
+    let env = pod.spec.as_ref().context("spec")?.containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    let tp = env
+        .iter()
+        .find(|e| e.name == "TRACEPARENT")
+        .and_then(|e| e.value.clone())
+        .context("TRACEPARENT")?;
+    assert!(tp.starts_with(&format!("00-{trace}-")), "{tp}");
+    let api: Api<Pod> = Api::namespaced(case.client.clone(), &case.ns);
+    let log = api
+        .logs(
+            pod.metadata.name.as_deref().context("pod name")?,
+            &Default::default(),
+        )
+        .await?;
+    let mut stages = Vec::new();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 5, "{log}");
+    for line in lines {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        let job = v["spans"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["name"] == "job"))
+            .with_context(|| format!("no job span: {line}"))?;
+        assert_eq!(job["namespace"], case.ns.as_str(), "{line}");
+        assert_eq!(job["clothjob"], name, "{line}");
+        assert!(
+            job["attempt"].is_i64() || v["message"] == "running",
+            "{line}"
+        );
+        assert_eq!(job["uid"], uid.as_str(), "{line}");
+        assert_eq!(job["trace_id"], trace.as_str(), "{line}");
+        if v["message"] == "stage finished" {
+            assert!(v["duration_ms"].is_u64(), "{line}");
+            stages.push(v["span"]["stage"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert_eq!(
+        stages,
+        [
+            "backgroundRemoval",
+            "segmentation",
+            "expansion",
+            "encoding",
+            "storing"
+        ],
+        "{log}"
+    );
+    Ok(())
+}
+
 fn stage_failed(cj: &ClothJob, stage: &str) -> bool {
     cj.status
         .as_ref()
@@ -367,6 +429,8 @@ async fn prometheus_sees_every_stage_once_and_the_dashboard_and_rules_work() -> 
     let lost_status = lost_cj.status.clone().context("status")?;
     assert_eq!(lost_status.reason.as_deref(), Some("RetriesExhausted"));
     assert_eq!(lost_status.attempts, Some(2));
+
+    runner_logs_are_json_with_the_job_on_every_line(&case, "ok-1").await?;
 
     // The operator's exposition passes promtool on a real scrape.
     let text = case.operator.metrics().await?;
@@ -614,6 +678,39 @@ fn helm_template(extra: &[&str]) -> Result<Vec<serde_yaml::Value>> {
 
 fn of_kind<'a>(docs: &'a [serde_yaml::Value], kind: &str) -> Vec<&'a serde_yaml::Value> {
     docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+#[test]
+fn helm_lint_passes_with_every_monitoring_object() {
+    let helm = bins::ensure_helm().unwrap();
+    let home = std::env::temp_dir().join(format!("clothjob-helm-lint-{}", std::process::id()));
+    let out = std::process::Command::new(&helm)
+        .arg("lint")
+        .arg("--strict")
+        .arg(chart())
+        .args([
+            "--set",
+            "monitoring.serviceMonitor.enabled=true",
+            "--set",
+            "monitoring.prometheusRule.enabled=true",
+            "--set",
+            "monitoring.dashboard.enabled=true",
+            "--set",
+            "monitoring.dashboard.namespace=grafana",
+            "--set",
+            "monitoring.serviceMonitor.additionalLabels.release=kps",
+        ])
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

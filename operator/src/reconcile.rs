@@ -92,7 +92,7 @@ fn trace_id(cj: &ClothJob) -> String {
 /// Reconciles one ClothJob.
 #[tracing::instrument(name = "reconcile", skip_all, fields(
     namespace = %cj.namespace().unwrap_or_default(),
-    name = %cj.name_any(),
+    clothjob = %cj.name_any(),
     uid = %cj.uid().unwrap_or_default(),
     attempt = cj.status.as_ref().and_then(|s| s.attempts).unwrap_or(0),
     trace_id = %trace_id(&cj),

@@ -126,9 +126,9 @@ impl Session {
 }
 
 /// Runs the job and returns the process exit code. Every log line of the run is in the span
-/// `job` with the ClothJob's namespace, name and uid, the attempt (as the operator last
-/// recorded it when the runner read its ClothJob) and the trace id of the `TRACEPARENT` the
-/// operator passes.
+/// `job` with the ClothJob's `namespace`, name (`clothjob`: a span's own `name` is taken) and
+/// `uid`, the `attempt` (as the operator last recorded it when the runner read its ClothJob)
+/// and the `trace_id` of the `TRACEPARENT` the operator passes.
 pub async fn run_in_pod() -> i32 {
     use tracing::Instrument as _;
     let var = |k: &str| std::env::var(k).unwrap_or_default();
@@ -136,7 +136,7 @@ pub async fn run_in_pod() -> i32 {
     let span = tracing::info_span!(
         "job",
         namespace = %var(contract::ENV_NAMESPACE),
-        name = %var(contract::ENV_NAME),
+        clothjob = %var(contract::ENV_NAME),
         uid = %var(contract::ENV_UID),
         attempt = tracing::field::Empty,
         trace_id = %trace_id(&traceparent),
