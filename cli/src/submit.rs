@@ -74,12 +74,13 @@ pub fn plan(a: &SubmitArgs, namespace: &str) -> Result<Plan, CommandError> {
         .any(|p| a.image.starts_with(p));
     let file_name = if remote || store {
         let without_query = a.image.split(['?', '#']).next().unwrap_or_default();
-        without_query
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .unwrap_or_default()
-            .to_string()
+        percent_decode(
+            without_query
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default(),
+        )
     } else {
         Path::new(&a.image)
             .file_name()
@@ -255,6 +256,31 @@ fn random_suffix() -> String {
             c as char
         })
         .collect()
+}
+
+/// `%XX` escapes of a URL path segment decoded (invalid ones kept as they are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A Secret key from a file name: letters, digits, '-', '_' and '.' only (else `photo`).
@@ -500,6 +526,10 @@ mod tests {
     #[test]
     fn names_and_keys_are_sanitised() {
         assert!(default_name("...").starts_with("photo-"));
+        assert_eq!(
+            percent_decode("Red%20Dress%zz%+1.png"),
+            "Red Dress%zz%+1.png"
+        );
         assert!(default_name("IMG_2041 (1).jpeg").starts_with("img-2041-1-"));
         assert_eq!(secret_key("a b.jpg"), "a_b.jpg");
         assert_eq!(secret_key(""), "photo");

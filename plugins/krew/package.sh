@@ -21,6 +21,8 @@ stage=$out/stage
 rm -rf "$stage"
 mkdir -p "$stage"
 cp target/release/kubectl-clothjob "$stage/"
+# The release profile keeps line tables for backtraces; the plugin ships without them.
+if command -v strip >/dev/null; then strip "$stage/kubectl-clothjob"; fi
 archive=$out/kubectl-clothjob-$os-$arch.tar.gz
 # Reproducible: fixed order, owner and mtime, gzip without a timestamp.
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$stage" -cf - kubectl-clothjob | gzip -n > "$archive"
