@@ -24,6 +24,13 @@ pub const EXIT_TRANSIENT: i32 = 75;
 /// (comma-separated CIDRs such as `127.0.0.0/8` and host names), from the operator's
 /// `--allowed-networks`. Unset: only public addresses.
 pub const ENV_ALLOWED_NETWORKS: &str = "CLOTHJOB_ALLOWED_NETWORKS";
+/// Env var of the runner: the W3C trace context (`traceparent`) of the job, so the
+/// operator's and the runner's logs of one ClothJob share one trace id.
+pub const ENV_TRACEPARENT: &str = "TRACEPARENT";
+/// Annotation on a ClothJob carrying the W3C `traceparent` of the request that made it (for
+/// example set by the service that submitted the job); passed to the runner as
+/// [`ENV_TRACEPARENT`]. Without a valid one, the trace id is the ClothJob's uid.
+pub const TRACEPARENT_ANNOTATION: &str = "closetconnect.io/traceparent";
 /// Env var: the directory the runner may use for scratch files (an emptyDir; the root
 /// filesystem is read-only).
 pub const ENV_SCRATCH_DIR: &str = "CLOTHJOB_SCRATCH_DIR";

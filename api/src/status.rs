@@ -80,8 +80,10 @@ pub struct ClothJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_uid: Option<String>,
 
-    /// Stage completions of the current attempt already announced as Events
-    /// (`<attempt>/<stage>`), so an operator restart does not announce them again.
+    /// Finished stage runs of the current attempt the operator has already announced (a
+    /// `StageCompleted` Event for a succeeded one) and counted in its stage metrics, keyed
+    /// `<stage>@<startedAt ms>`, failed runs included, so a restart or a new leader neither
+    /// announces nor counts them again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced_stages: Option<Vec<String>>,
 

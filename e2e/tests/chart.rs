@@ -185,6 +185,8 @@ fn default_render_has_the_operator_and_cluster_wide_rbac() {
         BTreeMap::from([
             ("ClusterRole", 1),
             ("ClusterRoleBinding", 1),
+            // The Grafana dashboard.
+            ("ConfigMap", 1),
             ("CustomResourceDefinition", 1),
             ("Deployment", 1),
             // The leader election's Lease access, in the release namespace only.

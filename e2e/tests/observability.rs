@@ -714,14 +714,17 @@ fn helm_lint_passes_with_every_monitoring_object() {
 }
 
 #[test]
-fn the_chart_renders_no_monitoring_objects_by_default() {
+fn by_default_the_chart_ships_the_dashboard_but_no_prometheus_operator_objects() {
     let docs = helm_template(&[]).unwrap();
-    for kind in ["ServiceMonitor", "PrometheusRule", "ConfigMap"] {
+    // ServiceMonitor and PrometheusRule need the Prometheus Operator's CRDs: opt in.
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
         assert!(
             of_kind(&docs, kind).is_empty(),
             "{kind} rendered by default"
         );
     }
+    // The dashboard is a plain ConfigMap: there from the first install.
+    assert_eq!(of_kind(&docs, "ConfigMap").len(), 1);
 }
 
 #[test]

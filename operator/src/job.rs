@@ -319,13 +319,7 @@ fn container_security_context() -> SecurityContext {
     }
 }
 
-/// Env var of the runner: the W3C trace context (`traceparent`) of the job, so the
-/// operator's and the runner's logs of one ClothJob share one trace id.
-pub const ENV_TRACEPARENT: &str = "TRACEPARENT";
-/// Annotation on a ClothJob carrying the W3C `traceparent` of the request that made it (for
-/// example set by the service that submitted the job); passed to the runner as
-/// [`ENV_TRACEPARENT`]. Without a valid one, the trace id is the ClothJob's uid.
-pub const TRACEPARENT_ANNOTATION: &str = "closetconnect.io/traceparent";
+pub use clothjob_api::contract::{ENV_TRACEPARENT, TRACEPARENT_ANNOTATION};
 
 /// Whether `v` is a W3C traceparent of version 00 with non-zero trace and parent ids.
 fn valid_traceparent(v: &str) -> bool {

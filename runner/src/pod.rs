@@ -144,8 +144,7 @@ pub async fn run_in_pod() -> i32 {
     run_job().instrument(span).await
 }
 
-/// Env var with the W3C trace context the operator gives the runner.
-pub const ENV_TRACEPARENT: &str = "TRACEPARENT";
+pub use clothjob_api::contract::ENV_TRACEPARENT;
 
 /// The trace id of a W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`), or empty.
 pub fn trace_id(traceparent: &str) -> &str {
