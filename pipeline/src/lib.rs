@@ -18,6 +18,7 @@ pub mod encode;
 pub mod expand;
 pub mod matte;
 pub mod pipeline;
+pub mod quality;
 pub mod segment;
 
 pub use decode::decode;

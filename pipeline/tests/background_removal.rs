@@ -109,5 +109,9 @@ fn cutout_edges_lose_the_background_colour() {
         raw > 90.0,
         "the raw edge should show the background: {raw:.1}"
     );
-    assert!(clean < 52.0, "decontaminated edge still light: {clean:.1}");
+    // Issue 11's edge (soft within a work cell of the flood-decided edge,
+    // projected on the garment colour next to it) gives more partial pixels
+    // (raw 134 instead of 182, closer to the garment): 62.8 measured, where
+    // the earlier alpha gave 52.
+    assert!(clean < 66.0, "decontaminated edge still light: {clean:.1}");
 }

@@ -7,15 +7,18 @@
 //!    ignores a garment touching the border).
 //! 3. Colour distance to the model, plain and shadow-aware (a pixel that is the
 //!    background colour scaled darker is a shadow, not a garment).
-//! 4. Tolerance flood fill from the border through background-like pixels; a
-//!    shadow-like pixel is only crossed where the image is smooth, so a soft
-//!    contact shadow is background while the garment's sharp edge stops the fill.
+//! 4. Tolerance flood fill from the border: plain background-like pixels are
+//!    always crossed; a shadow-like pixel (the background colour darkened) only
+//!    where the image has no step (a ramp, not an edge) and on a path that
+//!    darkens away from the plain background, so a contact shadow is background
+//!    while a garment's stripe of a shadow-like grey is not entered or followed.
 //! 5. What the fill did not reach is the garment: largest components, holes
 //!    filled, a closing.
-//! 6. Edge-aware alpha at full resolution in a thin band around the coarse edge:
-//!    each pixel's colour is projected between the local background and the local
-//!    garment colour, blended with the coarse mask where they are too alike, then
-//!    smoothed with a self-guided filter.
+//! 6. Full resolution, in a band around the coarse edge: a flood from the
+//!    background side through pixels close to the local background colour
+//!    decides each pixel, and the pixels along that edge get a soft alpha by
+//!    projecting them between the local background and the garment colour found
+//!    next to them (so a striped garment's edge is judged by its own stripe).
 
 use image::{GrayImage, RgbImage};
 use rayon::prelude::*;
@@ -37,12 +40,22 @@ impl Default for BuiltinRemover {
     }
 }
 
-/// Alpha below this is noise (0), above 1 minus this is opaque (1).
+/// A two-pixel difference at most this share of the six-pixel one is part
+/// of a ramp (a shadow), not a step (an edge).
+const RAMP_SHARE: f32 = 0.5;
+/// A shadow pixel is darker than this share of the background model.
+const SHADOW_LIGHTEST: f32 = 0.985;
+/// Least radius in full-resolution pixels within which an edge pixel looks
+/// for the pure garment colour next to it.
+const EDGE_REACH: usize = 4;
+/// Alpha below this is noise (0), above 1 minus half of it is opaque (1).
 const ALPHA_FLOOR: f32 = 0.06;
 /// Darkest shadow accepted, as a fraction of the background's brightness.
 const SHADOW_DARKEST: f32 = 0.35;
-/// Brightest accepted background, as a multiple of the model's brightness.
-const BG_BRIGHTEST: f32 = 1.04;
+/// Brightest shadow, as a multiple of the model's brightness: a shadow only
+/// darkens (a brighter pixel is background only by plain colour distance, so
+/// a white garment on a light backdrop is never taken for a shadow).
+const BG_BRIGHTEST: f32 = 1.0;
 
 impl BackgroundRemover for BuiltinRemover {
     fn name(&self) -> &str {
@@ -89,8 +102,6 @@ pub(crate) struct Coarse {
     pub fg: Vec<bool>,
     /// Local background colour, per channel.
     pub bg_color: [Plane; 3],
-    /// Local garment colour, per channel.
-    pub fg_color: [Plane; 3],
 }
 
 /// Quadratic colour surface: per channel, c = k · [1, u, v, uv, u², v²].
@@ -262,23 +273,45 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
             d_shadow[i] = shadow_dist(p, b);
         }
     }
+    // Central differences over two pixels: a garment's edge (even a faint
+    // one) is a step that falls within two work pixels, while a contact
+    // shadow's darkening is a ramp spread over many. `step` keeps, per
+    // axis, the two-pixel difference where it is most of the six-pixel one
+    // (a step), and 0 where it is a small part of a longer ramp.
     let mut grad = vec![0.0f32; n];
+    let mut step = vec![0.0f32; n];
     for y in 0..sh {
         for x in 0..sw {
             let i = y * sw + x;
-            let p = px(i);
-            if x + 1 < sw {
-                let d = dist(p, px(i + 1));
-                grad[i] = grad[i].max(d);
-                grad[i + 1] = grad[i + 1].max(d);
-            }
-            if y + 1 < sh {
-                let d = dist(p, px(i + sw));
-                grad[i] = grad[i].max(d);
-                grad[i + sw] = grad[i + sw].max(d);
-            }
+            let axis = |a: usize, b: usize, c: usize, d: usize| {
+                let g2 = dist(px(a), px(b));
+                let g6 = dist(px(c), px(d));
+                (g2, if g2 > RAMP_SHARE * g6 { g2 } else { 0.0 })
+            };
+            let (gx, sx) = axis(
+                y * sw + x.saturating_sub(1),
+                y * sw + (x + 1).min(sw - 1),
+                y * sw + x.saturating_sub(3),
+                y * sw + (x + 3).min(sw - 1),
+            );
+            let (gy, sy) = axis(
+                y.saturating_sub(1) * sw + x,
+                (y + 1).min(sh - 1) * sw + x,
+                y.saturating_sub(3) * sw + x,
+                (y + 3).min(sh - 1) * sw + x,
+            );
+            grad[i] = gx.max(gy);
+            step[i] = sx.max(sy);
         }
     }
+    // Darker than the background model: only such pixels can be a shadow.
+    let darker: Vec<bool> = (0..n)
+        .map(|i| {
+            let (p, b) = (px(i), [bg[0].data[i], bg[1].data[i], bg[2].data[i]]);
+            let bb = b[0] * b[0] + b[1] * b[1] + b[2] * b[2];
+            bb >= 1.0 && (p[0] * b[0] + p[1] * b[1] + p[2] * b[2]) < SHADOW_LIGHTEST * bb
+        })
+        .collect();
 
     // Thresholds from the statistics of the background's inliers.
     let inl = |v: &[f32]| -> Vec<f32> {
@@ -289,43 +322,82 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
             .map(|(&i, _)| v[i])
             .collect()
     };
-    let t_plain = (1.5 * percentile(inl(&d_plain), 0.99)).clamp(8.0, 40.0);
+    let t_plain = (1.5 * percentile(inl(&d_plain), 0.99)).clamp(6.0, 40.0);
     let t_shadow = (2.0 * percentile(inl(&d_shadow), 0.99)).clamp(12.0, 45.0);
-    let t_grad = (2.0 * percentile(inl(&grad), 0.99)).clamp(8.0, 40.0);
+    let t_grad = (2.5 * percentile(inl(&grad), 0.99)).clamp(8.0, 14.0);
 
-    // Tolerance flood fill from the border.
-    let accept = |i: usize| d_plain[i] < t_plain || (d_shadow[i] < t_shadow && grad[i] < t_grad);
-    let mut bgmask = vec![false; n];
-    let mut stack = Vec::new();
+    // Tolerance flood fill from the border. Plain background-like pixels are
+    // always crossed; a shadow-like pixel only on a path that darkens away
+    // from the plain background (a contact shadow deepens towards the
+    // garment), so a garment's stripe of a shadow-like grey is not entered
+    // from a shadow darker than it, nor followed once the path has seen
+    // darker pixels: the path's darkest luma so far plus `eps` bounds it.
+    let luma =
+        |i: usize| 0.299 * small[0].data[i] + 0.587 * small[1].data[i] + 0.114 * small[2].data[i];
+    let plain = |i: usize| d_plain[i] < t_plain;
+    let shadow = |i: usize| darker[i] && d_shadow[i] < t_shadow && step[i] < t_grad;
+    let lum_res: Vec<f32> = sample_idx
+        .iter()
+        .zip(&inlier)
+        .filter(|(_, ok)| **ok)
+        .map(|(&i, _)| {
+            let b = [bg[0].data[i], bg[1].data[i], bg[2].data[i]];
+            (luma(i) - (0.299 * b[0] + 0.587 * b[1] + 0.114 * b[2])).abs()
+        })
+        .collect();
+    let eps = percentile(lum_res, 0.9).clamp(0.75, 3.0);
+    // Bucket queue on the path's darkest luma (quarter levels), highest first.
+    const LEVELS: usize = 1024;
+    let bucket = |v: f32| ((v * 4.0).round().max(0.0) as usize).min(LEVELS - 1);
+    let mut key = vec![-1.0f32; n];
+    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); LEVELS];
     for y in 0..sh {
         for x in 0..sw {
-            if (x == 0 || y == 0 || x + 1 == sw || y + 1 == sh) && accept(y * sw + x) {
-                bgmask[y * sw + x] = true;
-                stack.push(y * sw + x);
+            let i = y * sw + x;
+            if (x == 0 || y == 0 || x + 1 == sw || y + 1 == sh) && (plain(i) || shadow(i)) {
+                key[i] = luma(i);
+                buckets[bucket(key[i])].push(i);
             }
         }
     }
-    while let Some(i) = stack.pop() {
+    let mut level = LEVELS;
+    while level > 0 {
+        let Some(i) = buckets[level - 1].pop() else {
+            level -= 1;
+            continue;
+        };
+        let ki = key[i];
         let (x, y) = (i % sw, i / sw);
-        let mut visit = |j: usize| {
-            if !bgmask[j] && accept(j) {
-                bgmask[j] = true;
-                stack.push(j);
+        let mut top = level;
+        let mut visit = |j: usize, buckets: &mut Vec<Vec<usize>>| {
+            let kj = if plain(j) {
+                luma(j).max(ki)
+            } else if shadow(j) && luma(j) <= ki + eps {
+                luma(j).min(ki)
+            } else {
+                return;
+            };
+            if kj > key[j] + 0.125 {
+                key[j] = kj;
+                buckets[bucket(kj)].push(j);
+                top = top.max(bucket(kj) + 1);
             }
         };
         if x > 0 {
-            visit(i - 1);
+            visit(i - 1, &mut buckets);
         }
         if x + 1 < sw {
-            visit(i + 1);
+            visit(i + 1, &mut buckets);
         }
         if y > 0 {
-            visit(i - sw);
+            visit(i - sw, &mut buckets);
         }
         if y + 1 < sh {
-            visit(i + sw);
+            visit(i + sw, &mut buckets);
         }
+        level = top;
     }
+    let bgmask: Vec<bool> = key.iter().map(|&k| k >= 0.0).collect();
 
     // The garment: large components of what the fill did not reach.
     let not_bg: Vec<bool> = bgmask.iter().map(|&b| !b).collect();
@@ -347,45 +419,18 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
     }
 
     // Local background and garment colours by normalised convolution.
-    let sure_bg: Vec<f32> = dilate(&fg, sw, sh, 2)
+    let sure_bg: Vec<f32> = dilate(&fg, sw, sh, 1)
         .iter()
         .map(|&v| if v { 0.0 } else { 1.0 })
         .collect();
-    let sure_fg: Vec<f32> = erode(&fg, sw, sh, 4)
-        .iter()
-        .map(|&v| if v { 1.0 } else { 0.0 })
-        .collect();
-    let bg_color = local_colors(small, &sure_bg, 4, |c, i| bg[c].data[i]);
-    let mean_fg = mean_color(small, &fg);
-    let fg_wide = local_colors(small, &sure_fg, 12, |c, _| mean_fg[c]);
-    let fg_color = local_colors(small, &sure_fg, 4, |c, i| fg_wide[c].data[i]);
+    let bg_color = local_colors(small, &sure_bg, 2, |c, i| bg[c].data[i]);
 
     Some(Coarse {
         sw,
         sh,
         fg,
         bg_color,
-        fg_color,
     })
-}
-
-fn mean_color(small: &[Plane], mask: &[bool]) -> [f32; 3] {
-    let mut sum = [0.0f64; 3];
-    let mut n = 0.0f64;
-    for (i, &m) in mask.iter().enumerate() {
-        if m {
-            for c in 0..3 {
-                sum[c] += f64::from(small[c].data[i]);
-            }
-            n += 1.0;
-        }
-    }
-    let n = n.max(1.0);
-    [
-        (sum[0] / n) as f32,
-        (sum[1] / n) as f32,
-        (sum[2] / n) as f32,
-    ]
 }
 
 /// Mean colour of the pixels with weight 1 in a window of radius `r`, and
@@ -418,64 +463,246 @@ fn local_colors(
     out
 }
 
-/// Full-resolution alpha: coarse mask outside a thin band around its edge,
-/// colour projection between local background and garment colours inside.
+/// Full-resolution alpha: the coarse mask outside a band around its edge;
+/// inside the band a flood from the background side through pixels close to
+/// the local background colour (3x3 mean, noise-adaptive tolerance) decides
+/// each pixel, and the pixels along the decided edge get a soft alpha from
+/// their distance to the background relative to the garment pixels next to
+/// them (`I = a F + (1 - a) B`, with `F` taken from the neighbourhood, so a
+/// striped garment's edge is judged by the stripe it belongs to).
 fn refine(image: &RgbImage, f: usize, coarse: &Coarse) -> Vec<u8> {
     let (w, h) = (image.width() as usize, image.height() as usize);
     let (sw, sh) = (coarse.sw, coarse.sh);
-    let band: Vec<bool> = {
-        let outer = dilate(&coarse.fg, sw, sh, 2);
-        let inner = erode(&coarse.fg, sw, sh, 4);
-        outer.iter().zip(&inner).map(|(&o, &i)| o && !i).collect()
+    let outer = dilate(&coarse.fg, sw, sh, 2);
+    let inner = erode(&coarse.fg, sw, sh, 3);
+    // Work cells: 0 sure background, 1 sure garment, 2 band on the coarse
+    // garment, 3 band on the coarse background.
+    let cells: Vec<u8> = (0..sw * sh)
+        .map(|i| match (outer[i], inner[i], coarse.fg[i]) {
+            (false, _, _) => 0,
+            (_, true, _) => 1,
+            (_, _, true) => 2,
+            _ => 3,
+        })
+        .collect();
+    let cell = |x: usize, y: usize| cells[(y / f).min(sh - 1) * sw + (x / f).min(sw - 1)];
+    // The columns of row `y` that lie in band cells.
+    let band_xs = |y: usize| {
+        let crow = &cells[(y / f).min(sh - 1) * sw..][..sw];
+        (0..sw)
+            .filter(move |&cx| crow[cx] >= 2)
+            .flat_map(move |cx| cx * f..((cx + 1) * f).min(w))
     };
-    let mut fg_plane = Plane::new(sw, sh);
-    for (d, &m) in fg_plane.data.iter_mut().zip(&coarse.fg) {
-        *d = if m { 1.0 } else { 0.0 };
-    }
     let inv_f = 1.0 / f as f32;
     let raw = image.as_raw();
+    let px = |x: usize, y: usize| {
+        let i = (y * w + x) * 3;
+        [
+            f32::from(raw[i]),
+            f32::from(raw[i + 1]),
+            f32::from(raw[i + 2]),
+        ]
+    };
+
+    // Distances to the local background, raw and of the 3x3 mean, in the band.
+    let mut d_raw = vec![0u8; w * h];
+    let mut d_smooth = vec![0u8; w * h];
+    d_raw
+        .par_chunks_mut(w)
+        .zip(d_smooth.par_chunks_mut(w))
+        .enumerate()
+        .for_each(|(y, (row_raw, row_smooth))| {
+            let fy = (y as f32 + 0.5) * inv_f;
+            let (yu, yd) = (y.saturating_sub(1), (y + 1).min(h - 1));
+            for x in band_xs(y) {
+                let fx = (x as f32 + 0.5) * inv_f;
+                let b = [0, 1, 2].map(|c| coarse.bg_color[c].sample(fx, fy));
+                let (xl, xr) = (x.saturating_sub(1), (x + 1).min(w - 1));
+                let mut m = [0.0f32; 3];
+                for yy in [yu, y, yd] {
+                    for xx in [xl, x, xr] {
+                        let q = px(xx, yy);
+                        for c in 0..3 {
+                            m[c] += q[c];
+                        }
+                    }
+                }
+                let m = m.map(|v| v / 9.0);
+                row_raw[x] = dist(px(x, y), b).min(255.0) as u8;
+                row_smooth[x] = dist(m, b).min(255.0) as u8;
+            }
+        });
+
+    // Tolerance from the band's background side away from the coarse edge.
+    let near = dilate(&coarse.fg, sw, sh, 1);
+    let band_cells: Vec<usize> = (0..sw * sh).filter(|&i| cells[i] >= 2).collect();
+    let cell_pixels = |ci: usize| {
+        let (cx, cy) = (ci % sw, ci / sw);
+        (cy * f..((cy + 1) * f).min(h))
+            .flat_map(move |y| (cx * f..((cx + 1) * f).min(w)).map(move |x| (x, y)))
+    };
+    let mut hist = [0u64; 256];
+    for &ci in &band_cells {
+        if cells[ci] == 3 && !near[ci] {
+            for (x, y) in cell_pixels(ci) {
+                hist[usize::from(d_smooth[y * w + x])] += 1;
+            }
+        }
+    }
+    let total: u64 = hist.iter().sum();
+    let mut acc = 0u64;
+    let mut p98 = 0usize;
+    for (v, &c) in hist.iter().enumerate() {
+        acc += c;
+        if acc * 100 >= total * 98 {
+            p98 = v;
+            break;
+        }
+    }
+    let tol = if total < 16 {
+        8.0
+    } else {
+        (1.5 * p98 as f32 + 2.0).clamp(5.0, 40.0)
+    };
+
+    // Binary decision: 0 background, 255 garment, 128 undecided (the band).
     let mut alpha = vec![0u8; w * h];
     alpha.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        let sy = (y / f).min(sh - 1);
-        let fy = (y as f32 + 0.5) * inv_f;
-        let src = &raw[y * w * 3..(y + 1) * w * 3];
         for (x, a) in row.iter_mut().enumerate() {
-            let sx = (x / f).min(sw - 1);
-            let si = sy * sw + sx;
-            if !band[si] {
-                *a = if coarse.fg[si] { 255 } else { 0 };
-                continue;
-            }
-            let fx = (x as f32 + 0.5) * inv_f;
-            let p = [
-                f32::from(src[x * 3]),
-                f32::from(src[x * 3 + 1]),
-                f32::from(src[x * 3 + 2]),
-            ];
-            let b = [
-                coarse.bg_color[0].sample(fx, fy),
-                coarse.bg_color[1].sample(fx, fy),
-                coarse.bg_color[2].sample(fx, fy),
-            ];
-            let g = [
-                coarse.fg_color[0].sample(fx, fy),
-                coarse.fg_color[1].sample(fx, fy),
-                coarse.fg_color[2].sample(fx, fy),
-            ];
-            let d = [g[0] - b[0], g[1] - b[1], g[2] - b[2]];
-            let dd = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-            let prior = fg_plane.sample(fx, fy);
-            let value = if dd > 1.0 {
-                let t = ((p[0] - b[0]) * d[0] + (p[1] - b[1]) * d[1] + (p[2] - b[2]) * d[2]) / dd;
-                let trust = ((dd.sqrt() - 12.0) / 24.0).clamp(0.0, 1.0);
-                trust * t.clamp(0.0, 1.0) + (1.0 - trust) * prior
-            } else {
-                prior
+            *a = match cell(x, y) {
+                0 => 0,
+                1 => 255,
+                _ => 128,
             };
-            // Snap the noise floor to 0 and near-opaque to 1.
-            let value = ((value - ALPHA_FLOOR) / (1.0 - 2.0 * ALPHA_FLOOR)).clamp(0.0, 1.0);
-            *a = (value * 255.0 + 0.5) as u8;
         }
     });
-    alpha
+    let accept = |i: usize, x: usize, y: usize| {
+        let t = if cell(x, y) == 3 { 2.0 * tol } else { tol };
+        f32::from(d_smooth[i]) < t
+    };
+    let mut stack = Vec::new();
+    for &ci in &band_cells {
+        for (x, y) in cell_pixels(ci) {
+            let i = y * w + x;
+            if alpha[i] != 128 || !accept(i, x, y) {
+                continue;
+            }
+            let touches_bg = (x > 0 && alpha[i - 1] == 0)
+                || (x + 1 < w && alpha[i + 1] == 0)
+                || (y > 0 && alpha[i - w] == 0)
+                || (y + 1 < h && alpha[i + w] == 0);
+            if touches_bg {
+                alpha[i] = 0;
+                stack.push(i);
+            }
+        }
+    }
+    while let Some(i) = stack.pop() {
+        let (x, y) = (i % w, i / w);
+        let mut visit = |j: usize, jx: usize, jy: usize| {
+            if alpha[j] == 128 && accept(j, jx, jy) {
+                alpha[j] = 0;
+                stack.push(j);
+            }
+        };
+        if x > 0 {
+            visit(i - 1, x - 1, y);
+        }
+        if x + 1 < w {
+            visit(i + 1, x + 1, y);
+        }
+        if y > 0 {
+            visit(i - w, x, y - 1);
+        }
+        if y + 1 < h {
+            visit(i + w, x, y + 1);
+        }
+    }
+    alpha.par_iter_mut().for_each(|a| {
+        if *a == 128 {
+            *a = 255;
+        }
+    });
+
+    // Soft alpha along the decided edge: within `zone` px of it, against the
+    // garment colour within `reach` px (both grow with the photo: a large
+    // photo's edge is blurred over more pixels).
+    let zone = f.max(2);
+    let reach = (2 * f + 2).max(EDGE_REACH);
+    let binary = &alpha;
+    let mut out = binary.clone();
+    out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        let (y0, y1) = (y.saturating_sub(zone), (y + zone).min(h - 1));
+        for x in band_xs(y) {
+            let o = &mut row[x];
+            let own = binary[y * w + x];
+            let (x0, x1) = (x.saturating_sub(zone), (x + zone).min(w - 1));
+            let edge = (y0..=y1).any(|yy| (x0..=x1).any(|xx| binary[yy * w + xx] != own));
+            if !edge {
+                continue;
+            }
+            let d = f32::from(d_raw[y * w + x]);
+            // A background-side pixel is soft only right at the edge.
+            if own == 0
+                && (d < 1.5 * tol
+                    || !(y.saturating_sub(1)..=(y + 1).min(h - 1)).any(|yy| {
+                        (x.saturating_sub(1)..=(x + 1).min(w - 1))
+                            .any(|xx| binary[yy * w + xx] == 255)
+                    }))
+            {
+                continue;
+            }
+            // The garment colour's distance: the largest among garment
+            // pixels within EDGE_REACH px (beyond the edge's blur and a
+            // JPEG's chroma smear).
+            let (mut dmax, mut at) = (0u8, None);
+            for yy in y.saturating_sub(reach)..=(y + reach).min(h - 1) {
+                for xx in x.saturating_sub(reach)..=(x + reach).min(w - 1) {
+                    let j = yy * w + xx;
+                    if binary[j] == 255 && d_raw[j] >= dmax {
+                        dmax = d_raw[j];
+                        at = Some((xx, yy));
+                    }
+                }
+            }
+            let value = match at {
+                Some((gx, gy)) if f32::from(dmax) >= tol => {
+                    // Project the pixel on the line from the local background
+                    // to that garment colour (3x3 mean against noise).
+                    let fx = (x as f32 + 0.5) * inv_f;
+                    let fy = (y as f32 + 0.5) * inv_f;
+                    let b = [0, 1, 2].map(|c| coarse.bg_color[c].sample(fx, fy));
+                    let mut g = [0.0f32; 3];
+                    let mut k = 0.0f32;
+                    for yy in gy.saturating_sub(1)..=(gy + 1).min(h - 1) {
+                        for xx in gx.saturating_sub(1)..=(gx + 1).min(w - 1) {
+                            if binary[yy * w + xx] == 255 {
+                                let q = px(xx, yy);
+                                for c in 0..3 {
+                                    g[c] += q[c];
+                                }
+                                k += 1.0;
+                            }
+                        }
+                    }
+                    let g = g.map(|v| v / k.max(1.0));
+                    let p = px(x, y);
+                    let dg = [g[0] - b[0], g[1] - b[1], g[2] - b[2]];
+                    let gg = (dg[0] * dg[0] + dg[1] * dg[1] + dg[2] * dg[2]).max(1.0);
+                    let t = ((p[0] - b[0]) * dg[0] + (p[1] - b[1]) * dg[1] + (p[2] - b[2]) * dg[2])
+                        / gg;
+                    t.clamp(0.0, 1.0)
+                }
+                _ => (d / f32::from(dmax).max(tol)).clamp(0.0, 1.0),
+            };
+            // Snap the noise floor to 0 and near-opaque to 1.
+            let value = if value > 1.0 - ALPHA_FLOOR / 2.0 {
+                1.0
+            } else {
+                ((value - ALPHA_FLOOR) / (1.0 - ALPHA_FLOOR)).clamp(0.0, 1.0)
+            };
+            *o = (value * 255.0 + 0.5) as u8;
+        }
+    });
+    out
 }

@@ -35,6 +35,32 @@ pub enum Fabric {
         line: [f32; 3],
         period: f32,
     },
+    /// Horizontal stripes of `period` px, `duty` of each period in `stripe`
+    /// (a Breton shirt; the stripes meet the silhouette's sides).
+    HStripes {
+        base: [f32; 3],
+        stripe: [f32; 3],
+        period: f32,
+        duty: f32,
+    },
+    /// Thin vertical lines of `width` px every `period` px.
+    Pinstripes {
+        base: [f32; 3],
+        stripe: [f32; 3],
+        period: f32,
+        width: f32,
+    },
+    /// Dots of `radius` px on a staggered grid of `period` px.
+    Dots {
+        base: [f32; 3],
+        dot: [f32; 3],
+        period: f32,
+        radius: f32,
+    },
+    /// Three vertical panels (left, middle, right thirds of the frame).
+    Blocks { colors: [[f32; 3]; 3] },
+    /// Ombré: `top` fading into `bottom` down the garment.
+    Ombre { top: [f32; 3], bottom: [f32; 3] },
 }
 
 /// The backdrop.
@@ -67,6 +93,8 @@ pub struct Scene {
     pub frame: (f32, f32, f32, f32),
     /// JPEG round trip at this quality.
     pub jpeg: Option<u8>,
+    /// Depth of the fabric's soft folds (brightness varies by this share).
+    pub folds: f32,
     pub seed: u64,
 }
 
@@ -86,6 +114,7 @@ impl Scene {
             noise: 2.0,
             frame: (0.18, 0.18, 0.82, 0.86),
             jpeg: Some(92),
+            folds: 0.06,
             seed: 7,
         }
     }
@@ -322,7 +351,7 @@ fn backdrop_at(scene: &Scene, x: f32, y: f32) -> [f32; 3] {
 fn fabric_at(scene: &Scene, x: f32, y: f32) -> [f32; 3] {
     let s = scene.width.max(scene.height) as f32 / 1000.0;
     // Soft folds: low-frequency shading of the fabric.
-    let fold = 1.0 + 0.06 * value_noise(scene.seed + 21, x, y, 120.0 * s);
+    let fold = 1.0 + scene.folds * value_noise(scene.seed + 21, x, y, 120.0 * s);
     let knit = |amp: f32| amp * normal(scene.seed + 22, x as u64, y as u64);
     let c = match scene.fabric {
         Fabric::Plain { color, texture } => {
@@ -344,6 +373,66 @@ fn fabric_at(scene: &Scene, x: f32, y: f32) -> [f32; 3] {
             let on = (x / p).fract() < 0.2 || (y / p).fract() < 0.2;
             let k = knit(5.0);
             let c = if on { line } else { base };
+            [c[0] + k, c[1] + k, c[2] + k]
+        }
+        Fabric::HStripes {
+            base,
+            stripe,
+            period,
+            duty,
+        } => {
+            let on = (y / (period * s)).fract() < duty;
+            let k = knit(4.0);
+            let c = if on { stripe } else { base };
+            [c[0] + k, c[1] + k, c[2] + k]
+        }
+        Fabric::Pinstripes {
+            base,
+            stripe,
+            period,
+            width,
+        } => {
+            let p = period * s;
+            let on = x % p < width * s;
+            let k = knit(3.0);
+            let c = if on { stripe } else { base };
+            [c[0] + k, c[1] + k, c[2] + k]
+        }
+        Fabric::Dots {
+            base,
+            dot,
+            period,
+            radius,
+        } => {
+            let p = period * s;
+            let row = (y / p).floor();
+            let shift = if row as i64 % 2 == 0 { 0.0 } else { 0.5 * p };
+            let (cx, cy) = (
+                ((x + shift) / p).floor() * p + 0.5 * p - shift,
+                row * p + 0.5 * p,
+            );
+            let on = (x - cx).hypot(y - cy) < radius * s;
+            let k = knit(4.0);
+            let c = if on { dot } else { base };
+            [c[0] + k, c[1] + k, c[2] + k]
+        }
+        Fabric::Blocks { colors } => {
+            let (l, r) = (
+                scene.frame.0 * scene.width as f32,
+                scene.frame.2 * scene.width as f32,
+            );
+            let t = ((x - l) / (r - l)).clamp(0.0, 0.999);
+            let c = colors[(t * 3.0) as usize];
+            let k = knit(4.0);
+            [c[0] + k, c[1] + k, c[2] + k]
+        }
+        Fabric::Ombre { top, bottom } => {
+            let (t, b) = (
+                scene.frame.1 * scene.height as f32,
+                scene.frame.3 * scene.height as f32,
+            );
+            let c = lerp3(top, bottom, ((y - t) / (b - t)).clamp(0.0, 1.0));
+            let k = knit(4.0);
             [c[0] + k, c[1] + k, c[2] + k]
         }
     };
@@ -574,6 +663,192 @@ pub fn test_set() -> Vec<Scene> {
             },
             jpeg: Some(88),
             ..Scene::new("navy_hoodie_phone_3024x4032", 3024, 4032)
+        },
+    ]
+}
+
+/// Patterned garments where one pattern colour is close to the backdrop
+/// (down to about 10 grey levels): horizontal stripes meeting the silhouette,
+/// checks, dots, colour blocks, pinstripes on a dark backdrop, white on white,
+/// an ombré, gradients, vignetting, shadows and phone resolutions.
+pub fn patterned_set() -> Vec<Scene> {
+    const NAVY: [f32; 3] = [31.0, 43.0, 69.0];
+    vec![
+        // Like examples/tshirt.jpg: navy and off-white stripes on light grey.
+        Scene {
+            fabric: Fabric::HStripes {
+                base: NAVY,
+                stripe: [236.0, 237.0, 232.0],
+                period: 80.0,
+                duty: 0.5,
+            },
+            backdrop: Backdrop::Gradient {
+                top: [196.0, 196.0, 194.0],
+                bottom: [211.0, 211.0, 209.0],
+            },
+            shadow: 0.15,
+            ..Scene::new("breton_navy_offwhite_on_grey", 1200, 1600)
+        },
+        // The stripe is 10 grey levels brighter than the backdrop.
+        Scene {
+            fabric: Fabric::HStripes {
+                base: NAVY,
+                stripe: [222.0, 222.0, 222.0],
+                period: 60.0,
+                duty: 0.4,
+            },
+            backdrop: Backdrop::Plain([212.0, 212.0, 212.0]),
+            ..Scene::new("stripes_10_above_backdrop", 1500, 1500)
+        },
+        // The stripe is 10 grey levels darker than the backdrop (shadow-like).
+        Scene {
+            shape: Shape::Hoodie,
+            fabric: Fabric::HStripes {
+                base: [150.0, 30.0, 40.0],
+                stripe: [200.0, 200.0, 202.0],
+                period: 90.0,
+                duty: 0.35,
+            },
+            backdrop: Backdrop::Plain([210.0, 210.0, 212.0]),
+            ..Scene::new("stripes_10_below_backdrop_hoodie", 1400, 1400)
+        },
+        // Wide vertical stripes: whole panels of the backdrop's colour.
+        Scene {
+            fabric: Fabric::Stripes {
+                base: [60.0, 110.0, 70.0],
+                stripe: [226.0, 226.0, 229.0],
+                period: 110.0,
+            },
+            backdrop: Backdrop::Plain([238.0, 238.0, 240.0]),
+            ..Scene::new("vertical_stripes_12_from_backdrop", 1600, 1600)
+        },
+        Scene {
+            shape: Shape::Hoodie,
+            fabric: Fabric::Check {
+                base: [40.0, 60.0, 130.0],
+                line: [240.0, 238.0, 232.0],
+                period: 70.0,
+            },
+            backdrop: Backdrop::Paper {
+                base: [228.0, 226.0, 220.0],
+                amplitude: 3.0,
+            },
+            ..Scene::new("check_light_lines_on_paper", 1300, 1300)
+        },
+        Scene {
+            fabric: Fabric::Dots {
+                base: [246.0, 246.0, 244.0],
+                dot: NAVY,
+                period: 50.0,
+                radius: 9.0,
+            },
+            backdrop: Backdrop::Plain([236.0, 236.0, 236.0]),
+            shadow: 0.2,
+            // Folds of 2 % keep the white at least 5 levels above the backdrop.
+            folds: 0.02,
+            ..Scene::new("white_dots_shirt_on_white", 1400, 1400)
+        },
+        Scene {
+            shape: Shape::Dress,
+            fabric: Fabric::Blocks {
+                colors: [
+                    [214.0, 206.0, 190.0],
+                    [170.0, 40.0, 45.0],
+                    [30.0, 40.0, 70.0],
+                ],
+            },
+            backdrop: Backdrop::Plain([224.0, 216.0, 202.0]),
+            ..Scene::new("colour_block_dress_beige_panel", 1200, 1600)
+        },
+        Scene {
+            shape: Shape::Trousers,
+            fabric: Fabric::Pinstripes {
+                base: [38.0, 38.0, 44.0],
+                stripe: [150.0, 150.0, 155.0],
+                period: 26.0,
+                width: 2.5,
+            },
+            backdrop: Backdrop::Plain([52.0, 52.0, 58.0]),
+            // A contact shadow deeper than about 15 % makes a dark backdrop
+            // next to the garment darker than the garment itself.
+            shadow: 0.12,
+            ..Scene::new("pinstripe_trousers_on_dark", 1400, 1400)
+        },
+        Scene {
+            shape: Shape::Hoodie,
+            fabric: Fabric::Plain {
+                color: [250.0, 250.0, 248.0],
+                texture: 2.0,
+            },
+            backdrop: Backdrop::Paper {
+                base: [240.0, 240.0, 239.0],
+                amplitude: 2.0,
+            },
+            shadow: 0.2,
+            folds: 0.02,
+            ..Scene::new("white_hoodie_on_white_paper", 1300, 1300)
+        },
+        Scene {
+            shape: Shape::Dress,
+            fabric: Fabric::Ombre {
+                top: [224.0, 224.0, 226.0],
+                bottom: [40.0, 60.0, 120.0],
+            },
+            backdrop: Backdrop::Gradient {
+                top: [236.0, 236.0, 238.0],
+                bottom: [214.0, 214.0, 216.0],
+            },
+            ..Scene::new("ombre_dress_top_near_backdrop", 1200, 1600)
+        },
+        Scene {
+            fabric: Fabric::Check {
+                base: [200.0, 196.0, 188.0],
+                line: [120.0, 40.0, 40.0],
+                period: 55.0,
+            },
+            backdrop: Backdrop::Radial {
+                centre: [210.0, 206.0, 198.0],
+                corner: [176.0, 172.0, 166.0],
+            },
+            shadow: 0.35,
+            ..Scene::new("check_base_near_vignette_strong_shadow", 1400, 1400)
+        },
+        Scene {
+            shape: Shape::Hoodie,
+            fabric: Fabric::HStripes {
+                base: [20.0, 30.0, 60.0],
+                stripe: [224.0, 224.0, 220.0],
+                period: 70.0,
+                duty: 0.5,
+            },
+            backdrop: Backdrop::Gradient {
+                top: [236.0, 236.0, 236.0],
+                bottom: [206.0, 206.0, 210.0],
+            },
+            jpeg: Some(88),
+            ..Scene::new("striped_hoodie_phone_3024x4032", 3024, 4032)
+        },
+        Scene {
+            shape: Shape::Trousers,
+            fabric: Fabric::Dots {
+                base: [190.0, 200.0, 215.0],
+                dot: [250.0, 250.0, 250.0],
+                period: 40.0,
+                radius: 8.0,
+            },
+            backdrop: Backdrop::Plain([240.0, 240.0, 240.0]),
+            frame: (0.3, 0.1, 0.7, 0.92),
+            jpeg: Some(85),
+            ..Scene::new("dotted_trousers_phone_landscape_4000x3000", 4000, 3000)
+        },
+        Scene {
+            shape: Shape::Hoodie,
+            fabric: Fabric::Blocks {
+                colors: [[60.0, 60.0, 64.0], [200.0, 160.0, 40.0], [70.0, 72.0, 76.0]],
+            },
+            backdrop: Backdrop::Plain([80.0, 80.0, 84.0]),
+            shadow: 0.12,
+            ..Scene::new("dark_blocks_on_dark_grey", 1400, 1400)
         },
     ]
 }
