@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clothjob_backends::netguard::{NetworkPolicy, Redirects, redact_url_str};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{HttpClient, HttpConnector};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path;
-use object_store::client::{HttpClient, HttpConnector};
 use object_store::{ClientOptions, ObjectStore, PutPayload};
 
 use crate::error::RunError;
