@@ -166,7 +166,11 @@ pub fn encode_image(
                 fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)
             };
             let data = resize(g.as_raw(), w, h, tw, th, fr::PixelType::U8, alg).map_err(err)?;
-            let png = encode_png(&data, tw, th, png::ColorType::Grayscale).map_err(err)?;
+            let png = if item.kind == OutputKind::Labels {
+                encode_png_indexed(&data, tw, th, &label_palette()).map_err(err)?
+            } else {
+                encode_png(&data, tw, th, png::ColorType::Grayscale).map_err(err)?
+            };
             (Format::Png, tw, th, png)
         }
         (OutputKind::Mask | OutputKind::Labels, _) => {
@@ -393,6 +397,94 @@ fn encode_jpeg(
     enc.set_optimized_huffman_tables(false);
     enc.encode(data, w16, h16, color)
         .map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The colour a label map's value is shown in: 0 (background) black, then
+/// twelve distinct colours, and further labels spread around the hue circle.
+pub fn label_color(label: u8) -> [u8; 3] {
+    const FIRST: [[u8; 3]; 12] = [
+        [230, 25, 75],
+        [60, 180, 75],
+        [0, 130, 200],
+        [255, 225, 25],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+        [170, 110, 40],
+    ];
+    match label {
+        0 => [0, 0, 0],
+        1..=12 => FIRST[usize::from(label) - 1],
+        _ => {
+            // Golden-angle hues at full saturation and value.
+            let hue = (f32::from(label) * 137.508).rem_euclid(360.0) / 60.0;
+            let x = 1.0 - (hue.rem_euclid(2.0) - 1.0).abs();
+            let (r, g, b) = match hue as u32 {
+                0 => (1.0, x, 0.0),
+                1 => (x, 1.0, 0.0),
+                2 => (0.0, 1.0, x),
+                3 => (0.0, x, 1.0),
+                4 => (x, 0.0, 1.0),
+                _ => (1.0, 0.0, x),
+            };
+            [r, g, b].map(|v: f32| (v * 255.0).round() as u8)
+        }
+    }
+}
+
+/// `#rrggbb` of [`label_color`].
+pub fn label_hex(label: u8) -> String {
+    let [r, g, b] = label_color(label);
+    format!("#{r:02x}{g:02x}{b:02x}")
+}
+
+/// The 256-entry RGB palette of the `segments` output.
+fn label_palette() -> Vec<u8> {
+    (0..=255u8).flat_map(label_color).collect()
+}
+
+/// The label values of a `segments` PNG (its palette indices; a grayscale
+/// PNG's values), whatever its palette shows.
+pub fn decode_labels(bytes: &[u8]) -> Result<image::GrayImage, String> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or("image too large")?];
+    let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    if info.bit_depth != png::BitDepth::Eight
+        || !matches!(
+            info.color_type,
+            png::ColorType::Indexed | png::ColorType::Grayscale
+        )
+    {
+        return Err(format!(
+            "not an 8-bit label map: {:?} {:?}",
+            info.color_type, info.bit_depth
+        ));
+    }
+    buf.truncate(info.buffer_size());
+    image::GrayImage::from_raw(info.width, info.height, buf).ok_or_else(|| "size".to_owned())
+}
+
+/// An 8-bit indexed PNG of `data` (one index a pixel) with `palette` (RGB).
+fn encode_png_indexed(data: &[u8], w: u32, h: u32, palette: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(data.len() / 8);
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(palette.to_vec());
+        enc.set_deflate_compression(png::DeflateCompression::Level(3));
+        enc.set_filter(png::Filter::Up);
+        let mut writer = enc.write_header().map_err(|e| e.to_string())?;
+        writer.write_image_data(data).map_err(|e| e.to_string())?;
+        writer.finish().map_err(|e| e.to_string())?;
+    }
     Ok(out)
 }
 

@@ -30,7 +30,9 @@ pub use options::{
     BackgroundRemovalBackend, BackgroundRemovalOptions, EncodingOptions, ExpansionBackend,
     ExpansionOptions, Options, SegmentationBackend, SegmentationOptions,
 };
-pub use output::{BoundingBox, EncodedOutput, NamedColor, Region, RunOutput};
+pub use output::{
+    BoundingBox, EncodedOutput, LabelLegend, NamedColor, Region, RunOutput, label_legend,
+};
 pub use pipeline::{Backends, run, run_with};
 pub use progress::{NoProgress, ProgressSink, StageName, StageReport};
 pub use segment::{ClassMap, Segmenter};

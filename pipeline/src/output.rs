@@ -82,3 +82,40 @@ pub struct Region {
     /// long thin pieces), `spots` (three or more compact pieces) or `pieces`.
     pub pattern: &'static str,
 }
+
+/// One entry of the `segments` map's legend: a label value, what it is and
+/// the colour its palette shows it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelLegend {
+    /// The value in the map (the PNG's palette index).
+    pub value: u8,
+    /// `background`, the model's class, or the region's dominant colour and
+    /// pattern (`navy`, `white stripes`).
+    pub name: String,
+    /// `#rrggbb` the palette shows it in.
+    pub color: String,
+}
+
+/// The legend of a `segments` map with these regions: the background, then
+/// every region's label.
+pub fn label_legend(regions: &[Region]) -> Vec<LabelLegend> {
+    let mut out = vec![LabelLegend {
+        value: 0,
+        name: "background".to_owned(),
+        color: crate::encode::label_hex(0),
+    }];
+    for r in regions {
+        let name = match (&r.class, r.colors.first()) {
+            (Some(class), _) => class.clone(),
+            (None, Some(c)) if r.pattern == "solid" => c.name.clone(),
+            (None, Some(c)) => format!("{} {}", c.name, r.pattern),
+            (None, None) => format!("region {}", r.label),
+        };
+        out.push(LabelLegend {
+            value: r.label,
+            name,
+            color: crate::encode::label_hex(r.label),
+        });
+    }
+    out
+}

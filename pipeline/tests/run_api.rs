@@ -178,10 +178,12 @@ fn encoding_picks_png_for_transparency_and_lossless_maps() {
     assert_eq!((out[0].width, out[0].height), (1024, 341));
     assert_eq!((out[2].width, out[2].height), (1024, 1024));
     assert_eq!((out[4].width, out[4].height), (300, 200), "never upscaled");
-    let seg = image::load_from_memory(&out[2].bytes).unwrap();
-    assert_eq!(seg.color(), image::ColorType::L8);
+    // An indexed PNG whose palette shows the labels in distinct colours.
+    let shown = image::load_from_memory(&out[2].bytes).unwrap();
+    assert_eq!(shown.color(), image::ColorType::Rgb8);
+    let seg = clothjob_pipeline::encode::decode_labels(&out[2].bytes).unwrap();
     let mut seen = [false; 256];
-    for p in seg.to_luma8().pixels() {
+    for p in seg.pixels() {
         seen[p[0] as usize] = true;
     }
     let distinct: Vec<usize> = (0..256).filter(|&v| seen[v]).collect();

@@ -144,14 +144,28 @@ fn full_builtin_run_makes_every_output() {
     assert!(iou > 0.97, "mask IoU {iou}");
 
     // Segments: lossless labels 0..=n, n regions, blue and light stripes.
-    let seg = decode_out(&by_role("segments").bytes);
-    assert_eq!(seg.color(), image::ColorType::L8);
+    // An indexed PNG: viewers show the palette's colours, the indices are the labels.
+    let seg_bytes = &by_role("segments").bytes;
+    let shown = decode_out(seg_bytes).to_rgb8();
+    let seg = clothjob_pipeline::encode::decode_labels(seg_bytes).unwrap();
+    for (s, l) in shown.pixels().zip(seg.pixels()) {
+        assert_eq!(s.0, clothjob_pipeline::encode::label_color(l[0]));
+    }
     let mut seen = [0u64; 256];
-    for p in seg.to_luma8().pixels() {
+    for p in seg.pixels() {
         seen[usize::from(p[0])] += 1;
     }
     let labels: Vec<usize> = (0..256).filter(|&l| seen[l] > 0).collect();
     assert_eq!(out.regions.len(), 2, "{:?}", out.regions);
+    let legend = clothjob_pipeline::label_legend(&out.regions);
+    let values: Vec<u8> = legend.iter().map(|l| l.value).collect();
+    assert_eq!(values, [0, 1, 2]);
+    assert_eq!(legend[0].name, "background");
+    assert_eq!(legend[0].color, "#000000");
+    assert!(
+        legend[1].color != legend[2].color && legend[1].name != legend[2].name,
+        "{legend:?}"
+    );
     assert_eq!(labels, [0, 1, 2]);
     let total: f32 = out.regions.iter().map(|r| r.area_fraction).sum();
     assert!((total - 1.0).abs() < 1e-3);
@@ -683,7 +697,7 @@ fn a_caller_supplied_segmenter_gives_class_regions_inside_the_mask() {
     }
     // The segments output keeps the model's class indices, background outside the mask.
     let seg = out.outputs.iter().find(|o| o.role == "segments").unwrap();
-    let labels = decode_out(&seg.bytes).to_luma8();
+    let labels = clothjob_pipeline::encode::decode_labels(&seg.bytes).unwrap();
     assert_eq!(labels.get_pixel(10, 10)[0], 0);
     assert_eq!(labels.get_pixel(200, 150)[0], 1);
     assert_eq!(labels.get_pixel(200, 250)[0], 2);

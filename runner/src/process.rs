@@ -137,6 +137,15 @@ struct Report {
     stages: Vec<StageLine>,
     outputs: Vec<OutputLine>,
     regions: Vec<clothjob_api::RegionStatus>,
+    /// The `segments` map's legend: value, name, colour shown (issue 11).
+    labels: Vec<LabelLine>,
+}
+
+#[derive(Serialize)]
+struct LabelLine {
+    value: u8,
+    name: String,
+    color: String,
 }
 
 /// Runs `process` and returns the exit code.
@@ -253,6 +262,15 @@ fn write_report(input: &Path, out: &Path, f: &Finished, total: Duration) -> Resu
             })
             .collect(),
         regions: f.state.regions.clone(),
+        labels: clothjob_pipeline::label_legend(&f.output.regions)
+            .into_iter()
+            .filter(|_| f.output.outputs.iter().any(|o| o.role == "segments"))
+            .map(|l| LabelLine {
+                value: l.value,
+                name: l.name,
+                color: l.color,
+            })
+            .collect(),
     };
     let path = out.join("report.json");
     let text =
