@@ -118,17 +118,27 @@ async fn follow_resumes_after_an_apiserver_restart_and_ends_on_timeout_or_deleti
 
     // A ClothJob deleted while watched: a failure (exit 1); a missing one: NotFound.
     let (del_api, del_ns) = (api.clone(), ns.clone());
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel();
     let watching = tokio::spawn(async move {
+        let mut read = Some(read_tx);
         follow(
             &del_api,
             &del_ns,
             "slow",
             Some(Duration::from_secs(60)),
-            |_| {},
+            move |cj| {
+                if cj.is_some()
+                    && let Some(tx) = read.take()
+                {
+                    let _ = tx.send(());
+                }
+            },
         )
         .await
     });
     set_status(&api, "slow", serde_json::json!({"progress": 5})).await?;
+    // Delete only once the follower has read the object (else it is NotFound, not Deleted).
+    tokio::time::timeout(Duration::from_secs(30), read_rx).await??;
     api.delete("slow", &DeleteParams::default()).await?;
     let e = tokio::time::timeout(Duration::from_secs(60), watching)
         .await??
