@@ -109,16 +109,7 @@ fn clean_cargo_env(cmd: &mut Command) {
 }
 
 fn run_quiet(what: &str, cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("running {what}"))?;
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
+    clothjob_testenv::run_checked(what, cmd).map(drop)
 }
 
 /// Builds the operator and runner binaries of the test's profile (a no-op when up to date).
