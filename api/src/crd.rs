@@ -99,7 +99,7 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Phase", "Progress", "Stage", "Attempts", "Age", "Message"]
+            ["Phase", "Queue", "Progress", "Stage", "Attempts", "Age", "Message"]
         );
     }
 }

@@ -26,6 +26,7 @@ use crate::status::ClothJobStatus;
     doc = "A request to turn one photo of a garment into catalog-ready images: the operator runs it as a Kubernetes Job and reports weighted progress, stage timings and output locations in its status.",
     status = "ClothJobStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Queue","type":"integer","jsonPath":".status.queuePosition","description":"Place in the operator's queue while Queued (1 starts next)"}"#,
     printcolumn = r#"{"name":"Progress","type":"integer","jsonPath":".status.progress","description":"Weighted progress in percent (0-100)"}"#,
     printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stage"}"#,
     printcolumn = r#"{"name":"Attempts","type":"integer","jsonPath":".status.attempts"}"#,
@@ -61,7 +62,9 @@ pub struct ClothJobSpec {
     pub active_deadline_seconds: Option<i64>,
 
     /// Seconds after the job finished (succeeded or failed) after which the ClothJob, and its
-    /// Kubernetes Job and pods with it, are deleted. Kept forever when unset. The outputs stay.
+    /// Kubernetes Job and pods with it, are deleted. When unset, the operator's default applies
+    /// (`--default-ttl-seconds-after-finished`, 6 hours unless configured; 0 there keeps
+    /// finished ClothJobs forever). The outputs stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
@@ -76,6 +79,22 @@ pub struct ClothJobSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[x_kube(validation = Rule::new("self || !oldSelf").message("spec.cancel cannot be undone: create a new ClothJob (kubectl clothjob retry)"))]
     pub cancel: bool,
+
+    /// Order in the operator's queue when its concurrency limits hold jobs back: higher
+    /// first, then the oldest. Default 0; may be negative.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+
+    /// Kueue LocalQueue to submit the runner Job to (the same as the ClothJob label
+    /// `kueue.x-k8s.io/queue-name`, which wins when both are set). The Job is created
+    /// suspended with that label, Kueue admits it under its quotas, and the operator's own
+    /// concurrency limits do not apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_name: Option<String>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 fn default_retries() -> i32 {

@@ -18,6 +18,7 @@ pub const OPERATOR_FIELDS: &[&str] = &[
     "startTime",
     "completionTime",
     "announcedStages",
+    "queuePosition",
 ];
 
 /// The status fields the runner writes (with its field manager).
@@ -46,10 +47,17 @@ pub struct ClothJobStatus {
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Option<Vec<Condition>>,
 
-    /// Pending, Running, Succeeded or Failed. A summary of the conditions for printer
+    /// Queued, Pending, Running, Succeeded or Failed. A summary of the conditions for printer
     /// columns; tools should wait on conditions instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+
+    /// Place in the operator's queue while the phase is `Queued` under its concurrency limits
+    /// (1 is the next to start); refreshed as the queue moves, removed once the job starts.
+    /// Absent for a job whose Job waits suspended for Kueue (Kueue keeps that queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub queue_position: Option<i32>,
 
     /// Weighted progress in percent: background removal 0-30, segmentation 30-45, expansion
     /// 45-95, encoding 95-98, storing outputs 98-100. Never goes back within an attempt.
@@ -121,6 +129,10 @@ pub struct ClothJobStatus {
 /// Summary phase of a ClothJob.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Phase {
+    /// Waiting for a slot: over the operator's concurrency limits (no Job yet, see
+    /// `queuePosition`), or its Job is suspended until Kueue admits it (condition `Waiting`,
+    /// reason `SuspendedByKueue`).
+    Queued,
     /// Accepted, no runner pod has started yet.
     Pending,
     /// A runner pod is working on it (or waiting to be retried).
@@ -135,6 +147,7 @@ impl Phase {
     /// The phase as written in the status.
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Queued => "Queued",
             Phase::Pending => "Pending",
             Phase::Running => "Running",
             Phase::Succeeded => "Succeeded",
@@ -253,6 +266,7 @@ mod tests {
             observed_generation: Some(1),
             conditions: Some(vec![]),
             phase: Some(Phase::Running),
+            queue_position: Some(1),
             progress: Some(1),
             stage: Some("x".into()),
             stages: Some(vec![]),
