@@ -99,7 +99,9 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Phase", "Queue", "Progress", "Stage", "Attempts", "Age", "Message"]
+            [
+                "Phase", "Queue", "Progress", "Stage", "Attempts", "Age", "Message"
+            ]
         );
     }
 }

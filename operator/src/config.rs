@@ -91,6 +91,40 @@ pub struct OperatorConfig {
     #[arg(long, env = "CLOTHJOB_PENDING_TIMEOUT_SECONDS", default_value_t = 600)]
     pub pending_timeout_seconds: u64,
 
+    /// At most this many ClothJobs run a Job at once, over every watched namespace; the others
+    /// wait in phase Queued (by `spec.priority`, then creation) and start as slots free up.
+    /// 0: no limit. ClothJobs with a Kueue queue name are left to Kueue and not counted.
+    #[arg(long, env = "CLOTHJOB_MAX_CONCURRENT_JOBS", default_value_t = 0)]
+    pub max_concurrent_jobs: usize,
+
+    /// At most this many ClothJobs run a Job at once in one namespace (0: no limit); a full
+    /// namespace does not hold back the ClothJobs of others.
+    #[arg(
+        long,
+        env = "CLOTHJOB_MAX_CONCURRENT_JOBS_PER_NAMESPACE",
+        default_value_t = 0
+    )]
+    pub max_concurrent_jobs_per_namespace: usize,
+
+    /// Seconds after which a finished ClothJob (with its Job and pods) is deleted when it sets
+    /// no `spec.ttlSecondsAfterFinished` (its own value wins); 0 keeps them forever.
+    #[arg(
+        long,
+        env = "CLOTHJOB_DEFAULT_TTL_SECONDS_AFTER_FINISHED",
+        default_value_t = 21600
+    )]
+    pub default_ttl_seconds_after_finished: u32,
+
+    /// ClothJobs reconciled at once (never two reconciles of the same one).
+    #[arg(long, env = "CLOTHJOB_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub reconcile_concurrency: u16,
+
+    /// Milliseconds a change to a ClothJob (or its Job or pods) waits for more before it is
+    /// reconciled, so a burst of runner writes costs one reconcile; every reconcile is delayed
+    /// this long. 0: no debounce.
+    #[arg(long, env = "CLOTHJOB_RECONCILE_DEBOUNCE_MS", default_value_t = 25)]
+    pub reconcile_debounce_ms: u64,
+
     /// Take part in leader election over a Lease: only the replica holding it reconciles
     /// (the chart always sets this, so two replicas, or a rolling update, never reconcile at
     /// once). Without it this process reconciles at once, alone.
@@ -143,6 +177,11 @@ impl OperatorConfig {
             http_addr: "127.0.0.1:0".to_string(),
             resync_seconds: 300,
             pending_timeout_seconds: 600,
+            max_concurrent_jobs: 0,
+            max_concurrent_jobs_per_namespace: 0,
+            default_ttl_seconds_after_finished: 21600,
+            reconcile_concurrency: 16,
+            reconcile_debounce_ms: 25,
             leader_elect: false,
             leader_election_lease: "clothjob-operator".to_string(),
             leader_election_namespace: "default".to_string(),
@@ -171,6 +210,22 @@ impl OperatorConfig {
     /// The non-public networks and hosts runners may reach (--allowed-networks).
     pub fn networks(&self) -> Vec<String> {
         list(&self.allowed_networks)
+    }
+
+    /// The concurrency limits (`None` where 0, no limit).
+    pub fn limits(&self) -> crate::queue::Limits {
+        crate::queue::Limits {
+            max_concurrent: (self.max_concurrent_jobs > 0).then_some(self.max_concurrent_jobs),
+            per_namespace: (self.max_concurrent_jobs_per_namespace > 0)
+                .then_some(self.max_concurrent_jobs_per_namespace),
+        }
+    }
+
+    /// The default TTL after finishing, in seconds (`None`: keep forever).
+    pub fn default_ttl(&self) -> Option<i32> {
+        i32::try_from(self.default_ttl_seconds_after_finished)
+            .ok()
+            .filter(|s| *s > 0)
     }
 
     /// Checks the settings that the operator only hands on, so a typo fails at start-up
@@ -369,6 +424,25 @@ mod tests {
     }
 
     #[test]
+    fn limits_and_ttl_zero_mean_none() {
+        let d = parse(&[]);
+        assert_eq!(d.limits(), crate::queue::Limits::default());
+        assert_eq!(d.default_ttl(), Some(21600));
+        assert_eq!(d.reconcile_concurrency, 16);
+        let c = parse(&[
+            "--max-concurrent-jobs=50",
+            "--max-concurrent-jobs-per-namespace=5",
+            "--default-ttl-seconds-after-finished=0",
+        ]);
+        assert_eq!(c.limits().max_concurrent, Some(50));
+        assert_eq!(c.limits().per_namespace, Some(5));
+        assert_eq!(c.default_ttl(), None);
+        let o = OperatorConfig::defaults();
+        assert_eq!(o.limits(), d.limits());
+        assert_eq!(o.default_ttl(), d.default_ttl());
+    }
+
+    #[test]
     fn help_names_the_flag_and_its_variable() {
         use clap::CommandFactory;
         let help = OperatorConfig::command().render_long_help().to_string();
@@ -380,6 +454,11 @@ mod tests {
             "--allowed-networks",
             "--default-active-deadline-seconds",
             "--pending-timeout-seconds",
+            "--max-concurrent-jobs",
+            "--max-concurrent-jobs-per-namespace",
+            "--default-ttl-seconds-after-finished",
+            "--reconcile-concurrency",
+            "--reconcile-debounce-ms",
         ] {
             assert!(help.contains(flag), "{flag} not in {help}");
         }

@@ -13,6 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::observe::Observed;
 use crate::pods::{self, Waiting};
+use crate::queue::{self, Admission};
 
 /// An Event to publish about the ClothJob.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,15 +52,23 @@ pub struct Settings {
     /// How long a runner pod may wait to start (image pulls, missing Secrets, scheduling)
     /// before the ClothJob fails with the waiting reason.
     pub pending_timeout: Duration,
+    /// Seconds a finished ClothJob is kept when it sets no `spec.ttlSecondsAfterFinished`
+    /// (`None`: forever).
+    pub default_ttl: Option<i32>,
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             pending_timeout: Duration::from_secs(600),
+            default_ttl: None,
         }
     }
 }
+
+/// How often a queued ClothJob looks at the queue again without being woken (a safety net:
+/// a finishing job wakes the ones that may start; this also refreshes `queuePosition`).
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(30);
 
 /// What to do for one ClothJob.
 #[derive(Clone, Debug, Default)]
@@ -94,6 +103,7 @@ pub fn operator_fields(s: &ClothJobStatus) -> ClothJobStatus {
         job_name: s.job_name.clone(),
         job_uid: s.job_uid.clone(),
         announced_stages: s.announced_stages.clone(),
+        queue_position: s.queue_position,
         message: s.message.clone(),
         reason: s.reason.clone(),
         start_time: s.start_time.clone(),
@@ -169,6 +179,7 @@ impl Draft {
         self.new.reason = Some(reason.to_string());
         self.new.message = Some(msg.to_string());
         self.new.completion_time = Some(done);
+        self.new.queue_position = None;
     }
 
     fn into_status(mut self, old: &ClothJobStatus) -> Option<ClothJobStatus> {
@@ -189,6 +200,22 @@ pub fn decide(
     if cj.metadata.deletion_timestamp.is_some() {
         return d;
     }
+    decide_inner(cj, observed, settings, job_name, now, &mut d);
+    if d.finished.is_some() {
+        // Just finished: reconcile again once the TTL has passed.
+        d.requeue_after = ttl_requeue(cj, settings);
+    }
+    d
+}
+
+fn decide_inner(
+    cj: &ClothJob,
+    observed: &Observed,
+    settings: &Settings,
+    job_name: &str,
+    now: Timestamp,
+    d: &mut Decision,
+) {
     let cur = cj.status.clone().unwrap_or_default();
     let old = operator_fields(&cur);
     let mut draft = Draft {
@@ -201,39 +228,45 @@ pub fn decide(
     draft.new.job_name = Some(job_name.to_string());
 
     if conditions::is_true(&draft.conds, COMPLETE) || conditions::is_true(&draft.conds, FAILED) {
-        finished(cj, observed, &cur, now, &mut d);
+        finished(cj, observed, &cur, settings, now, d);
         d.status = draft.into_status(&old);
-        return d;
+        return;
     }
 
-    announce_stages(&cur, &mut draft, &mut d);
+    announce_stages(&cur, &mut draft, d);
 
     if cancel_requested(cj, observed) {
-        cancel(cj, observed, &mut draft, &mut d);
+        cancel(cj, observed, &mut draft, d);
         d.status = draft.into_status(&old);
-        return d;
+        return;
     }
 
     let job = match (&observed.job, &old.job_uid) {
         (Some(job), Some(uid)) if job.metadata.uid.as_deref() != Some(uid.as_str()) => {
-            job_lost(cj, job_name, &mut draft, &mut d);
+            job_lost(cj, job_name, &mut draft, d);
             d.status = draft.into_status(&old);
-            return d;
+            return;
         }
         (None, Some(_)) => {
-            job_lost(cj, job_name, &mut draft, &mut d);
+            job_lost(cj, job_name, &mut draft, d);
             d.status = draft.into_status(&old);
-            return d;
+            return;
         }
         (None, None) => {
+            if let Admission::Queued { position, limit } = observed.admission {
+                queued(position, limit.reason(), &old, &mut draft, d);
+                d.status = draft.into_status(&old);
+                return;
+            }
             d.create_job = true;
+            draft.new.queue_position = None;
             draft.new.phase = Some(Phase::Pending);
             draft.new.reason = Some("Pending".into());
             draft.new.message = Some(format!("creating Job {job_name}"));
             draft.set(RUNNING, false, "Pending", "waiting for a runner pod");
             draft.set(WAITING, true, "Pending", "creating the runner Job");
             d.status = draft.into_status(&old);
-            return d;
+            return;
         }
         (Some(job), _) => job,
     };
@@ -252,18 +285,19 @@ pub fn decide(
     }
 
     if job_condition(job, "Complete").is_some() {
-        succeeded_job(cj, job, &cur, attempts, &mut draft, &mut d);
+        succeeded_job(cj, job, &cur, attempts, &mut draft, d);
     } else if let Some(c) = job_condition(job, "Failed") {
         let done = c.last_transition_time.clone().unwrap_or(draft.now.clone());
         let (reason, msg) = failed_job(cj, c, &cur, observed, attempts);
-        fail(cj, &mut draft, &mut d, &reason, &msg, done.clone());
+        fail(cj, &mut draft, d, &reason, &msg, done.clone());
+    } else if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+        suspended(cj, &old, &mut draft, d);
     } else {
         in_progress(
-            cj, observed, settings, job_name, &cur, &old, attempts, failed, &mut draft, &mut d,
+            cj, observed, settings, job_name, &cur, &old, attempts, failed, &mut draft, d,
         );
     }
     d.status = draft.into_status(&old);
-    d
 }
 
 /// Reason of the `Waiting` condition of a ClothJob failed by the pending time-out.
@@ -299,6 +333,7 @@ fn finished(
     cj: &ClothJob,
     observed: &Observed,
     cur: &ClothJobStatus,
+    settings: &Settings,
     now: Timestamp,
     d: &mut Decision,
 ) {
@@ -308,10 +343,7 @@ fn finished(
     if (timed_out || cancelled) && observed.job.as_ref().is_some_and(|j| !job_finished(j)) {
         d.delete_job = true;
     }
-    if let (Some(ttl), Some(done)) = (
-        cj.spec.ttl_seconds_after_finished,
-        cur.completion_time.as_ref(),
-    ) {
+    if let (Some(ttl), Some(done)) = (ttl(cj, settings), cur.completion_time.as_ref()) {
         let left_ms = done.0.as_millisecond() + i64::from(ttl) * 1000 - now.as_millisecond();
         if left_ms <= 0 {
             d.delete = true;
@@ -432,7 +464,6 @@ fn succeeded_job(
         ..Default::default()
     });
     d.finished = Some((Phase::Succeeded, "Succeeded".into(), elapsed(cj, &done)));
-    d.requeue_after = ttl_requeue(cj);
 }
 
 /// The reason and message of a failed Job.
@@ -615,7 +646,13 @@ fn pending_timed_out(
 
 /// The decision for a ClothJob whose spec the operator or the apiserver refuses: Failed with
 /// reason InvalidSpec and a Warning Event.
-pub fn invalid_spec(cj: &ClothJob, job_name: &str, detail: &str, now: Timestamp) -> Decision {
+pub fn invalid_spec(
+    cj: &ClothJob,
+    job_name: &str,
+    detail: &str,
+    settings: &Settings,
+    now: Timestamp,
+) -> Decision {
     let mut d = Decision::default();
     let cur = cj.status.clone().unwrap_or_default();
     let old = operator_fields(&cur);
@@ -633,6 +670,7 @@ pub fn invalid_spec(cj: &ClothJob, job_name: &str, detail: &str, now: Timestamp)
     let done = draft.now.clone();
     fail(cj, &mut draft, &mut d, "InvalidSpec", detail, done.clone());
     d.status = draft.into_status(&old);
+    d.requeue_after = ttl_requeue(cj, settings);
     d
 }
 
@@ -647,13 +685,74 @@ fn fail(cj: &ClothJob, draft: &mut Draft, d: &mut Decision, reason: &str, msg: &
         ..Default::default()
     });
     d.finished = Some((Phase::Failed, reason.to_string(), elapsed(cj, &done)));
-    d.requeue_after = ttl_requeue(cj);
+}
+
+/// The TTL after finishing: the ClothJob's own, else the operator's default.
+fn ttl(cj: &ClothJob, settings: &Settings) -> Option<i32> {
+    cj.spec.ttl_seconds_after_finished.or(settings.default_ttl)
 }
 
 /// Reconcile again once the TTL after finishing has passed (just finished now).
-fn ttl_requeue(cj: &ClothJob) -> Option<Duration> {
-    let ttl = u64::try_from(cj.spec.ttl_seconds_after_finished?).unwrap_or(0);
+fn ttl_requeue(cj: &ClothJob, settings: &Settings) -> Option<Duration> {
+    let ttl = u64::try_from(ttl(cj, settings)?).unwrap_or(0);
     Some(Duration::from_secs(ttl) + Duration::from_millis(200))
+}
+
+/// Over the operator's concurrency limits: phase Queued at `position`, no Job; a `Queued`
+/// Event the first time.
+fn queued(
+    position: usize,
+    reason: &str,
+    old: &ClothJobStatus,
+    draft: &mut Draft,
+    d: &mut Decision,
+) {
+    let msg =
+        format!("queued at position {position} ({reason}): starts when a running job finishes");
+    if old.phase != Some(Phase::Queued) {
+        d.events.push(EventSpec {
+            warning: false,
+            reason: "Queued".into(),
+            note: format!("over the concurrency limit ({reason}); queued at position {position}"),
+            ..Default::default()
+        });
+    }
+    draft.set(RUNNING, false, reason, &msg);
+    draft.set(WAITING, true, reason, &msg);
+    draft.new.phase = Some(Phase::Queued);
+    draft.new.reason = Some(reason.to_string());
+    draft.new.message = Some(msg);
+    draft.new.queue_position = Some(i32::try_from(position).unwrap_or(i32::MAX));
+    d.requeue_after = Some(QUEUE_RECHECK);
+}
+
+/// The Job exists but is suspended (Kueue has not admitted it): phase Queued with reason
+/// SuspendedByKueue, no pending time-out; the operator leaves `suspend` to Kueue.
+fn suspended(cj: &ClothJob, old: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
+    let (reason, msg) = match queue::kueue_queue(cj) {
+        Some(q) => (
+            queue::SUSPENDED_BY_KUEUE,
+            format!("the Job waits suspended until Kueue admits it from queue {q}"),
+        ),
+        None => (
+            queue::SUSPENDED,
+            "the Job is suspended (spec.suspend); it runs once resumed".to_string(),
+        ),
+    };
+    if old.reason.as_deref() != Some(reason) {
+        d.events.push(EventSpec {
+            warning: false,
+            reason: reason.into(),
+            note: msg.clone(),
+            ..Default::default()
+        });
+    }
+    draft.set(RUNNING, false, reason, &msg);
+    draft.set(WAITING, true, reason, &msg);
+    draft.new.phase = Some(Phase::Queued);
+    draft.new.reason = Some(reason.to_string());
+    draft.new.message = Some(msg);
+    draft.new.queue_position = None;
 }
 
 fn elapsed(cj: &ClothJob, done: &Time) -> f64 {

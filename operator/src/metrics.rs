@@ -564,6 +564,7 @@ impl JobsCollector {
         }
         progress.retain(|uid, _| live.contains(uid));
         for phase in [
+            Phase::Queued,
             Phase::Pending,
             Phase::Running,
             Phase::Succeeded,

@@ -20,11 +20,16 @@ pub struct Observed {
     pub pods: Vec<Pod>,
     /// The Job controller's FailedCreate Events about that Job (it could not create a pod).
     pub failed_create: Vec<CoreEvent>,
+    /// What the concurrency limits say, for a ClothJob that has no Job yet (computed by the
+    /// reconciler from the ClothJob cache; `Start` when there are no limits).
+    pub admission: crate::queue::Admission,
 }
 
 /// The watch caches of one controller scope.
 #[derive(Clone)]
 pub struct Caches {
+    /// The ClothJobs themselves (the queue is derived from them).
+    pub clothjobs: Store<ClothJob>,
     /// Jobs made by the operator.
     pub jobs: Store<Job>,
     /// Runner pods (made by those Jobs).
@@ -97,5 +102,6 @@ pub async fn observe(client: &Client, caches: &Caches, cj: &ClothJob) -> Result<
         job,
         pods,
         failed_create,
+        ..Default::default()
     })
 }

@@ -1,17 +1,18 @@
 //! The reconcile driver: observe → decide → apply → status, plus the controller's wiring.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use clothjob_api::{ClothJob, contract};
+use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -23,6 +24,7 @@ use crate::error::Error;
 use crate::job::{build_job, job_name};
 use crate::metrics::Metrics;
 use crate::observe::{Caches, observe};
+use crate::queue::{self, Admission};
 
 /// Shared state of the reconciler. Nothing here has to survive a restart: what matters is in
 /// each ClothJob's status; the caches refill from the apiserver and the back-off counters
@@ -40,6 +42,22 @@ pub struct Context {
     caches: RwLock<HashMap<String, Caches>>,
     /// Consecutive failed reconciles per ClothJob (for the exponential back-off).
     failures: Mutex<HashMap<String, u32>>,
+    /// What this process did that its ClothJob cache may not show yet (admissions and
+    /// finishes), so concurrent reconciles count slots right; dropped as the cache catches up.
+    /// Lost on a restart, when the caches are listed afresh.
+    overlay: Mutex<Overlay>,
+    /// Per controller scope, the sender that makes the controller reconcile a ClothJob (wakes
+    /// queued ClothJobs when a slot frees up).
+    wake: Mutex<HashMap<String, mpsc::UnboundedSender<ClothJob>>>,
+}
+
+/// ClothJobs whose change the ClothJob cache may not show yet, by `namespace/name`.
+#[derive(Default)]
+struct Overlay {
+    /// Admitted (their Job is being or was just created).
+    started: HashSet<String>,
+    /// Just finished (their terminal status was just written).
+    finished: HashSet<String>,
 }
 
 impl Context {
@@ -56,12 +74,113 @@ impl Context {
             metrics,
             caches: RwLock::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            overlay: Mutex::new(Overlay::default()),
+            wake: Mutex::new(HashMap::new()),
         }
     }
 
     fn settings(&self) -> Settings {
         Settings {
             pending_timeout: Duration::from_secs(self.config.pending_timeout_seconds),
+            default_ttl: self.config.default_ttl(),
+        }
+    }
+
+    /// Every ClothJob of every scope's cache with its queue entry, the overlay applied (and
+    /// pruned of what the cache now shows).
+    fn entries(&self, overlay: &mut Overlay) -> Vec<(Arc<ClothJob>, queue::Entry)> {
+        let Ok(map) = self.caches.read() else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for caches in map.values() {
+            for cj in caches.clothjobs.state() {
+                let k = key(&cj);
+                let has_job = job_name(&cj).is_ok_and(|n| {
+                    caches
+                        .jobs
+                        .get(&ObjectRef::new(&n).within(&cj.namespace().unwrap_or_default()))
+                        .is_some()
+                });
+                let Some(mut e) = queue::entry(&cj, has_job || overlay.started.contains(&k)) else {
+                    continue;
+                };
+                if cj.status.as_ref().is_some_and(|s| s.job_uid.is_some()) || e.finished {
+                    overlay.started.remove(&k);
+                }
+                if queue::is_finished(&cj) {
+                    overlay.finished.remove(&k);
+                }
+                e.finished |= overlay.finished.contains(&k);
+                seen.insert(k);
+                out.push((cj, e));
+            }
+        }
+        overlay.started.retain(|k| seen.contains(k));
+        overlay.finished.retain(|k| seen.contains(k));
+        out
+    }
+
+    /// Admission of a ClothJob that has no Job yet; a `Start` is recorded in the overlay at
+    /// once, so a concurrent reconcile of another ClothJob counts this one's slot.
+    fn admit(&self, cj: &ClothJob) -> Admission {
+        let limits = self.config.limits();
+        if limits == queue::Limits::default() || queue::kueue_queue(cj).is_some() {
+            return Admission::Start;
+        }
+        let Ok(mut overlay) = self.overlay.lock() else {
+            return Admission::Start;
+        };
+        let mut entries: Vec<queue::Entry> = self
+            .entries(&mut overlay)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect();
+        let (ns, name) = (cj.namespace().unwrap_or_default(), cj.name_any());
+        if !entries.iter().any(|e| e.namespace == ns && e.name == name) {
+            entries.extend(queue::entry(cj, false));
+        }
+        let admission = queue::admit(&ns, &name, &entries, limits);
+        if admission == Admission::Start {
+            overlay.started.insert(key(cj));
+        }
+        admission
+    }
+
+    /// Forgets an admission whose Job was not created (the next reconcile asks again).
+    fn unadmit(&self, cj: &ClothJob) {
+        if let Ok(mut overlay) = self.overlay.lock() {
+            overlay.started.remove(&key(cj));
+        }
+    }
+
+    /// `cj` just finished: reconcile the queued ClothJobs that may take a slot now.
+    fn wake_queue(&self, cj: &ClothJob) {
+        let limits = self.config.limits();
+        if limits == queue::Limits::default() {
+            return;
+        }
+        let Ok(mut overlay) = self.overlay.lock() else {
+            return;
+        };
+        overlay.finished.insert(key(cj));
+        let all = self.entries(&mut overlay);
+        drop(overlay);
+        let entries: Vec<queue::Entry> = all.iter().map(|(_, e)| e.clone()).collect();
+        let starts = queue::startable(&entries, limits);
+        let Ok(wake) = self.wake.lock() else {
+            return;
+        };
+        for i in starts {
+            let Some((next, _)) = all.get(i) else {
+                continue;
+            };
+            let ns = next.namespace().unwrap_or_default();
+            if let Some(tx) = wake.get(&ns).or_else(|| wake.get("*")) {
+                tracing::debug!(namespace = %ns, clothjob = %next.name_any(), "waking a queued ClothJob");
+                let _ = tx.unbounded_send((**next).clone());
+            }
         }
     }
 
@@ -105,7 +224,15 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
         // Until the Job, pod and Event caches have their first list, decide nothing.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let observed = observe(&ctx.client, &caches, &cj).await?;
+    let mut observed = observe(&ctx.client, &caches, &cj).await?;
+    let waits_for_a_slot = observed.job.is_none()
+        && cj.status.as_ref().is_none_or(|s| s.job_uid.is_none())
+        && !queue::is_finished(&cj)
+        && !cj.spec.cancel
+        && cj.metadata.deletion_timestamp.is_none();
+    if waits_for_a_slot {
+        observed.admission = ctx.admit(&cj);
+    }
     let name = job_name(&cj)?;
     let mut decision = decide(&cj, &observed, &ctx.settings(), &name, Timestamp::now());
     if decision
@@ -125,7 +252,11 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
             })?;
         decision = decide(&fresh, &observed, &ctx.settings(), &name, Timestamp::now());
     }
-    match create(&cj, &decision, &ctx).await {
+    let created = create(&cj, &decision, &ctx).await;
+    if waits_for_a_slot && !matches!(created, Ok(Some(_))) {
+        ctx.unadmit(&cj);
+    }
+    match created {
         Ok(Some(uid)) => {
             let mut status = decision
                 .status
@@ -138,12 +269,16 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
         Err(e) => match e.permanent_reason() {
             Some(detail) => {
                 tracing::warn!(namespace = %ns, name = %cj.name_any(), error = %e, "invalid spec");
-                decision = invalid_spec(&cj, &name, &detail, Timestamp::now());
+                decision = invalid_spec(&cj, &name, &detail, &ctx.settings(), Timestamp::now());
             }
             None => return Err(e),
         },
     }
     write_status(&cj, &decision, &ctx).await?;
+    if decision.finished.is_some() {
+        // A slot is free: the queued ClothJobs that fit start now, not at their next recheck.
+        ctx.wake_queue(&cj);
+    }
     cleanup(&cj, &decision, &name, &ctx).await?;
     publish(&cj, &decision, &ctx).await;
     // After the status write: each observation comes from a transition just written.
@@ -152,9 +287,15 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
     if let Ok(mut f) = ctx.failures.lock() {
         f.remove(&key(&cj));
     }
-    Ok(match decision.requeue_after {
-        Some(after) => Action::requeue(after.min(Duration::from_secs(ctx.config.resync_seconds))),
-        None => Action::requeue(Duration::from_secs(ctx.config.resync_seconds)),
+    let finished = decision.finished.is_some() || queue::is_finished(&cj);
+    Ok(match (decision.requeue_after, finished) {
+        // Finished: nothing changes by itself but the TTL; otherwise wait for a change.
+        (Some(after), true) => Action::requeue(after),
+        (None, true) => Action::await_change(),
+        (Some(after), false) => {
+            Action::requeue(after.min(Duration::from_secs(ctx.config.resync_seconds)))
+        }
+        (None, false) => Action::requeue(Duration::from_secs(ctx.config.resync_seconds)),
     })
 }
 
@@ -167,7 +308,11 @@ async fn create(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<Option<Str
     // The operator's policy first (InvalidSpec creates nothing), then the per-job identity.
     crate::job::check_runner_policy(cj, &ctx.config)?;
     crate::access::ensure_runner_access(&ctx.client, cj).await?;
-    let job = build_job(cj, &ctx.config)?;
+    let mut job = build_job(cj, &ctx.config)?;
+    if let Some(q) = queue::kueue_queue(cj) {
+        // Kueue admits it: created suspended with the queue label; never touched again.
+        queue::hand_to_kueue(&mut job, &q);
+    }
     let name = job.metadata.name.clone().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let created = match jobs.create(&PostParams::default(), &job).await {
@@ -431,11 +576,22 @@ async fn run_scope(
         .reflect(event_writer)
         .touched_objects();
     let label = scope.clone().unwrap_or_else(|| "*".to_string());
+    let controller = Controller::new(cjs, watcher::Config::default().any_semantic()).with_config(
+        ControllerConfig::default()
+            .concurrency(ctx.config.reconcile_concurrency)
+            .debounce(Duration::from_millis(ctx.config.reconcile_debounce_ms)),
+    );
+    let cj_store = controller.store();
+    let (wake_tx, wake_rx) = mpsc::unbounded::<ClothJob>();
+    if let Ok(mut wake) = ctx.wake.lock() {
+        wake.insert(label.clone(), wake_tx);
+    }
     let synced_flag = Arc::new(AtomicBool::new(false));
     if let Ok(mut map) = ctx.caches.write() {
         map.insert(
             label.clone(),
             Caches {
+                clothjobs: cj_store.clone(),
                 jobs: job_store.clone(),
                 pods: pod_store.clone(),
                 failed_create: event_store.clone(),
@@ -443,8 +599,6 @@ async fn run_scope(
             },
         );
     }
-    let controller = Controller::new(cjs, watcher::Config::default().any_semantic());
-    let cj_store = controller.store();
     ctx.metrics.watch(&label, cj_store.clone());
     let (for_pods, for_events) = (job_store.clone(), job_store.clone());
     let controller = controller
@@ -464,7 +618,11 @@ async fn run_scope(
                 e.involved_object.namespace.as_deref(),
                 e.involved_object.name.as_deref(),
             )
-        });
+        })
+        .watches_stream(
+            wake_rx.map(Ok::<ClothJob, watcher::Error>),
+            |cj: ClothJob| Some(ObjectRef::from_obj(&cj)),
+        );
     tokio::spawn(async move {
         let all = synced(&cj_store).await
             && synced(&job_store).await

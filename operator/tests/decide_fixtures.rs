@@ -10,6 +10,7 @@ use clothjob_api::ClothJob;
 use clothjob_api::conditions;
 use clothjob_operator::decide::{Settings, decide};
 use clothjob_operator::observe::Observed;
+use clothjob_operator::queue::{Admission, Limit};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -84,6 +85,21 @@ fn load(path: &Path) -> (ClothJob, Observed, Settings, Timestamp, Value) {
                 .and_then(Value::as_u64)
                 .unwrap_or(600),
         ),
+        default_ttl: fx
+            .get("defaultTtlSeconds")
+            .and_then(Value::as_i64)
+            .map(|v| v as i32),
+    };
+    // `queued: {position: N, limit: Cluster|Namespace}`: what the concurrency limits said.
+    let admission = match fx.get("queued") {
+        None => Admission::Start,
+        Some(q) => Admission::Queued {
+            position: q.get("position").and_then(Value::as_u64).unwrap() as usize,
+            limit: match q.get("limit").and_then(Value::as_str) {
+                Some("Namespace") => Limit::Namespace,
+                _ => Limit::Cluster,
+            },
+        },
     };
     let now: Timestamp = fx
         .get("now")
@@ -98,6 +114,7 @@ fn load(path: &Path) -> (ClothJob, Observed, Settings, Timestamp, Value) {
             job,
             pods,
             failed_create,
+            admission,
         },
         settings,
         now,
@@ -146,6 +163,21 @@ fn check(path: &Path) {
             d.requeue_after.is_some_and(|r| r <= Duration::from_secs(v)),
             "{}",
             ctx("requeueAtMostSeconds")
+        );
+    }
+    if let Some(v) = expect.get("queuePosition") {
+        assert_eq!(
+            status.queue_position.map(i64::from),
+            v.as_i64(),
+            "{}",
+            ctx("queuePosition")
+        );
+    }
+    if let Some(v) = expect.get("requeueAtLeastSeconds").and_then(Value::as_u64) {
+        assert!(
+            d.requeue_after.is_some_and(|r| r >= Duration::from_secs(v)),
+            "{}",
+            ctx("requeueAtLeastSeconds")
         );
     }
     if let Some(v) = expect.get("delete").and_then(Value::as_bool) {
@@ -257,6 +289,11 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
         "pending_timeout.yaml",
         "cancelled_mid_run.yaml",
         "cancelled_before_the_job.yaml",
+        "queued.yaml",
+        "queued_moves_up.yaml",
+        "suspended_by_kueue.yaml",
+        "resumed_by_kueue.yaml",
+        "default_ttl_expired.yaml",
     ] {
         let (mut cj, observed, settings, now, _) = load(&dir.join(f));
         let first = decide(&cj, &observed, &settings, "tshirt-3f2a9c1b", now);
@@ -273,6 +310,7 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
             status.reason = s.reason;
             status.start_time = s.start_time;
             status.completion_time = s.completion_time;
+            status.queue_position = s.queue_position;
         }
         cj.status = Some(status);
         let second = decide(&cj, &observed, &settings, "tshirt-3f2a9c1b", now);
