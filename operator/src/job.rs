@@ -408,6 +408,10 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
         env("HOME", SCRATCH_DIR),
     ];
     envs.push(env(ENV_TRACEPARENT, &traceparent(cj, &uid)));
+    // The operator's own OTLP endpoint (never one from the ClothJob), only when set.
+    if let Some(endpoint) = cfg.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+        envs.push(env(clothjob_telemetry::ENV_OTLP_ENDPOINT, endpoint.trim()));
+    }
     let networks = cfg.networks();
     if !networks.is_empty() {
         envs.push(env(contract::ENV_ALLOWED_NETWORKS, &networks.join(",")));
@@ -877,6 +881,33 @@ mod tests {
         assert_eq!(env["HOME"], Some("/tmp"));
         assert_eq!(env[contract::ENV_SCRATCH_DIR], Some("/tmp"));
         assert!(!env.contains_key(contract::ENV_ALLOWED_NETWORKS));
+    }
+
+    #[test]
+    fn the_runner_gets_the_operators_otlp_endpoint_only_when_set() {
+        let otlp = |cfg: &OperatorConfig| {
+            let job = build_job(&cj("  source: {url: 'http://x/y.jpg'}\n"), cfg).unwrap();
+            let c = job.spec.unwrap().template.spec.unwrap().containers[0].clone();
+            c.env
+                .into_iter()
+                .flatten()
+                .find(|e| e.name == clothjob_telemetry::ENV_OTLP_ENDPOINT)
+                .and_then(|e| e.value)
+        };
+        assert_eq!(otlp(&OperatorConfig::defaults()), None);
+        let empty = OperatorConfig {
+            otlp_endpoint: Some(String::new()),
+            ..OperatorConfig::defaults()
+        };
+        assert_eq!(otlp(&empty), None);
+        let set = OperatorConfig {
+            otlp_endpoint: Some("http://otel-collector.monitoring:4318".into()),
+            ..OperatorConfig::defaults()
+        };
+        assert_eq!(
+            otlp(&set).as_deref(),
+            Some("http://otel-collector.monitoring:4318")
+        );
     }
 
     #[test]

@@ -14,9 +14,9 @@ use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    clothjob_operator::server::init_logging();
     // `clothjob-operator smoke-test`: the chart's `helm test` (a tiny ClothJob to completion).
     if std::env::args().nth(1).as_deref() == Some("smoke-test") {
+        let _logs = clothjob_operator::server::init_logging(None);
         let cfg = clothjob_operator::smoke::SmokeConfig::parse_from(std::env::args().skip(1));
         let client = kube::Client::try_default().await?;
         if let Err(e) = clothjob_operator::smoke::run(client, &cfg).await {
@@ -26,6 +26,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let config = OperatorConfig::parse();
+    let telemetry = clothjob_operator::server::init_logging(config.otlp_endpoint.clone());
+    let result = operate(config).await;
+    // Flush the last spans, whatever the outcome.
+    clothjob_telemetry::shutdown_or_log(telemetry);
+    result
+}
+
+/// Runs the operator with its settings until shutdown or a lost Lease.
+async fn operate(config: OperatorConfig) -> Result<(), Box<dyn std::error::Error>> {
     // A bad policy setting stops the operator at once, before any runner is started with it.
     config.validate()?;
     tracing::info!(

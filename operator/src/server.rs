@@ -43,21 +43,12 @@ pub fn router(health: Health) -> Router {
 
 /// Sets up logging on stderr: human-readable on a terminal, one JSON object per line
 /// elsewhere (in a pod), each line with its spans and their fields (a reconcile's ClothJob
-/// namespace, name, uid, attempt and trace id). `RUST_LOG` filters (default `info`).
-pub fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    if std::io::stderr().is_terminal() {
-        fmt.init();
-    } else {
-        fmt.json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true)
-            .init();
-    }
+/// namespace, name, uid, attempt and trace id). `RUST_LOG` filters (default `info`). With an
+/// OTLP endpoint (`--otlp-endpoint`), spans are exported too; shut the returned
+/// [`clothjob_telemetry::Telemetry`] down at exit to flush them.
+pub fn init_logging(otlp_endpoint: Option<String>) -> clothjob_telemetry::Telemetry {
+    clothjob_telemetry::init_or_log(&clothjob_telemetry::Settings::new(
+        "clothjob-operator",
+        otlp_endpoint,
+    ))
 }

@@ -37,7 +37,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
-    init_logging();
+    let telemetry = init_logging();
     let code = match Cli::parse().command {
         Command::Run => clothjob_runner::pod::run_in_pod().await,
         Command::Process {
@@ -47,26 +47,18 @@ async fn main() {
             set,
         } => clothjob_runner::process::process(input, out, config, set).await,
     };
+    // Flush the spans before exiting (process::exit runs no destructors).
+    clothjob_telemetry::shutdown_or_log(telemetry);
     std::process::exit(code);
 }
 
 /// Logs on stderr: human-readable on a terminal (`process`), one JSON object per line
 /// elsewhere (in a pod), each line with its spans (the job's namespace, name, uid, attempt and
-/// trace id; the stage) and their fields. `RUST_LOG` filters (default `info`).
-fn init_logging() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    if std::io::stderr().is_terminal() {
-        fmt.init();
-    } else {
-        fmt.json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(true)
-            .init();
-    }
+/// trace id; the stage) and their fields. `RUST_LOG` filters (default `info`). With
+/// OTEL_EXPORTER_OTLP_ENDPOINT set (the operator passes its own), spans are exported too.
+fn init_logging() -> clothjob_telemetry::Telemetry {
+    clothjob_telemetry::init_or_log(&clothjob_telemetry::Settings::new(
+        "clothjob-runner",
+        clothjob_telemetry::endpoint_from_env(),
+    ))
 }

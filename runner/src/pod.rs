@@ -141,6 +141,8 @@ pub async fn run_in_pod() -> i32 {
         attempt = tracing::field::Empty,
         trace_id = %trace_id(&traceparent),
     );
+    // With OTLP export on, the job's spans join the operator's trace.
+    clothjob_telemetry::set_parent(&span, &traceparent);
     run_job().instrument(span).await
 }
 

@@ -162,6 +162,9 @@ where
     let otel = provider.as_ref().map(|p| {
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer(settings.service.clone()))
+            // No OTel context activation on entry: a span's parent can still be set from
+            // inside it (the operator's `#[instrument]`ed reconcile), until a child is made.
+            .with_context_activation(false)
             .boxed()
     });
     // The OTLP layer sees every span (the filter applies to the log lines and spans alike).
@@ -177,7 +180,8 @@ pub fn init(settings: &Settings) -> Result<Telemetry, Error> {
 }
 
 /// Makes `span` a child of the W3C `traceparent` (`00-<trace id>-<parent id>-<flags>`), so
-/// its exported spans join that trace. Call it before the span is first entered. A malformed
+/// its exported spans join that trace. Call it before the span has a child (entering it is
+/// fine). A malformed
 /// value, or no export layer, leaves the span as it is.
 pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let carrier: std::collections::HashMap<String, String> =
@@ -185,4 +189,29 @@ pub fn set_parent(span: &tracing::Span, traceparent: &str) {
     let cx = TraceContextPropagator::new().extract(&carrier);
     // Without the OTLP layer there is nothing to parent: not an error.
     let _ = span.set_parent(cx);
+}
+
+/// [`init`], falling back to logs without export (and an error logged) when the exporter
+/// cannot be built, so a bad endpoint never stops the process.
+pub fn init_or_log(settings: &Settings) -> Telemetry {
+    match init(settings) {
+        Ok(t) => t,
+        Err(e @ Error::Exporter { .. }) => {
+            let logs_only = Settings {
+                otlp_endpoint: None,
+                ..settings.clone()
+            };
+            let t = init(&logs_only).unwrap_or(Telemetry { provider: None });
+            tracing::error!(error = %e, "OTLP trace export is off");
+            t
+        }
+        Err(_) => Telemetry { provider: None },
+    }
+}
+
+/// [`Telemetry::shutdown`], logging a failure to flush instead of returning it.
+pub fn shutdown_or_log(telemetry: Telemetry) {
+    if let Err(e) = telemetry.shutdown() {
+        tracing::warn!(error = %e, "spans not flushed");
+    }
 }

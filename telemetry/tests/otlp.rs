@@ -73,8 +73,12 @@ fn spans_are_exported_in_the_trace_of_the_traceparent_and_flushed_at_shutdown() 
     let parent = "00f067aa0ba902b7";
     tracing::subscriber::with_default(sub, || {
         let job = tracing::info_span!("job", clothjob = "shirt");
-        set_parent(&job, &format!("00-{trace}-{parent}-01"));
+        // As the operator's `#[instrument]`ed reconcile does: parent set once inside the span.
         job.in_scope(|| {
+            set_parent(
+                &tracing::Span::current(),
+                &format!("00-{trace}-{parent}-01"),
+            );
             let stage = tracing::info_span!("stage", stage = "encode");
             stage.in_scope(|| tracing::info!("encoded"));
         });
