@@ -14,6 +14,12 @@ pub struct OperatorConfig {
     #[arg(long, env = "CLOTHJOB_RUNNER_IMAGE", default_value = clothjob_api::contract::DEFAULT_RUNNER_IMAGE)]
     pub runner_image: String,
 
+    /// OTLP/HTTP endpoint (e.g. `http://otel-collector:4318`) to export traces to, the
+    /// operator's and, passed as OTEL_EXPORTER_OTLP_ENDPOINT, its runners'. Unset or empty:
+    /// no export. Operator configuration only; a ClothJob cannot set it.
+    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+
     /// Runner images a ClothJob may name in `spec.runner.image` besides --runner-image (which
     /// is always allowed), comma separated. Any other image fails the ClothJob with reason
     /// InvalidSpec.
@@ -168,6 +174,7 @@ impl OperatorConfig {
     pub fn defaults() -> Self {
         Self {
             runner_image: clothjob_api::contract::DEFAULT_RUNNER_IMAGE.to_string(),
+            otlp_endpoint: None,
             allowed_runner_images: Vec::new(),
             allowed_runner_service_accounts: Vec::new(),
             allowed_networks: Vec::new(),

@@ -217,6 +217,11 @@ fn trace_id(cj: &ClothJob) -> String {
     trace_id = %trace_id(&cj),
 ))]
 pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // With OTLP export on, this reconcile's span joins the ClothJob's trace (as its runner's).
+    clothjob_telemetry::set_parent(
+        &tracing::Span::current(),
+        &crate::job::traceparent(&cj, &cj.uid().unwrap_or_default()),
+    );
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     let ns = cj.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let caches = ctx.caches_for(&ns)?;
