@@ -332,17 +332,28 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
     // garment), so a garment's stripe of a shadow-like grey is not entered
     // from a shadow darker than it, nor followed once the path has seen
     // darker pixels: the path's darkest luma so far plus `eps` bounds it.
-    let luma =
+    let luma_of =
         |i: usize| 0.299 * small[0].data[i] + 0.587 * small[1].data[i] + 0.114 * small[2].data[i];
-    let plain = |i: usize| d_plain[i] < t_plain;
-    let shadow = |i: usize| darker[i] && d_shadow[i] < t_shadow && step[i] < t_grad;
+    let luma: Vec<f32> = (0..n).map(luma_of).collect();
+    // Per pixel: 1 plain background-like, 2 shadow-like, 0 neither.
+    let kind: Vec<u8> = (0..n)
+        .map(|i| {
+            if d_plain[i] < t_plain {
+                1
+            } else if darker[i] && d_shadow[i] < t_shadow && step[i] < t_grad {
+                2
+            } else {
+                0
+            }
+        })
+        .collect();
     let lum_res: Vec<f32> = sample_idx
         .iter()
         .zip(&inlier)
         .filter(|(_, ok)| **ok)
         .map(|(&i, _)| {
             let b = [bg[0].data[i], bg[1].data[i], bg[2].data[i]];
-            (luma(i) - (0.299 * b[0] + 0.587 * b[1] + 0.114 * b[2])).abs()
+            (luma[i] - (0.299 * b[0] + 0.587 * b[1] + 0.114 * b[2])).abs()
         })
         .collect();
     let eps = percentile(lum_res, 0.9).clamp(0.75, 3.0);
@@ -350,13 +361,13 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
     const LEVELS: usize = 1024;
     let bucket = |v: f32| ((v * 4.0).round().max(0.0) as usize).min(LEVELS - 1);
     let mut key = vec![-1.0f32; n];
-    let mut buckets: Vec<Vec<usize>> = vec![Vec::new(); LEVELS];
+    let mut buckets: Vec<Vec<u32>> = vec![Vec::new(); LEVELS];
     for y in 0..sh {
         for x in 0..sw {
             let i = y * sw + x;
-            if (x == 0 || y == 0 || x + 1 == sw || y + 1 == sh) && (plain(i) || shadow(i)) {
-                key[i] = luma(i);
-                buckets[bucket(key[i])].push(i);
+            if (x == 0 || y == 0 || x + 1 == sw || y + 1 == sh) && kind[i] != 0 {
+                key[i] = luma[i];
+                buckets[bucket(key[i])].push(i as u32);
             }
         }
     }
@@ -366,21 +377,25 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
             level -= 1;
             continue;
         };
+        let i = i as usize;
         let ki = key[i];
+        // A stale entry: the pixel was raised and queued higher since.
+        if bucket(ki) + 1 > level {
+            continue;
+        }
         let (x, y) = (i % sw, i / sw);
         let mut top = level;
-        let mut visit = |j: usize, buckets: &mut Vec<Vec<usize>>| {
-            let kj = if plain(j) {
-                luma(j).max(ki)
-            } else if shadow(j) && luma(j) <= ki + eps {
-                luma(j).min(ki)
-            } else {
-                return;
+        let mut visit = |j: usize, buckets: &mut Vec<Vec<u32>>| {
+            let kj = match kind[j] {
+                1 => luma[j].max(ki),
+                2 if luma[j] <= ki + eps => luma[j].min(ki),
+                _ => return,
             };
             if kj > key[j] + 0.125 {
                 key[j] = kj;
-                buckets[bucket(kj)].push(j);
-                top = top.max(bucket(kj) + 1);
+                let b = bucket(kj);
+                buckets[b].push(j as u32);
+                top = top.max(b + 1);
             }
         };
         if x > 0 {
@@ -568,12 +583,13 @@ fn refine(image: &RgbImage, f: usize, coarse: &Coarse) -> Vec<u8> {
     // Binary decision: 0 background, 255 garment, 128 undecided (the band).
     let mut alpha = vec![0u8; w * h];
     alpha.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        for (x, a) in row.iter_mut().enumerate() {
-            *a = match cell(x, y) {
+        let crow = &cells[(y / f).min(sh - 1) * sw..][..sw];
+        for (run, &c) in row.chunks_mut(f).zip(crow) {
+            run.fill(match c {
                 0 => 0,
                 1 => 255,
                 _ => 128,
-            };
+            });
         }
     });
     let accept = |i: usize, x: usize, y: usize| {
@@ -630,14 +646,100 @@ fn refine(image: &RgbImage, f: usize, coarse: &Coarse) -> Vec<u8> {
     let zone = f.max(2);
     let reach = (2 * f + 2).max(EDGE_REACH);
     let binary = &alpha;
+    // Decision-edge pairs: every 4-adjacent pair of differing pixels has a
+    // band pixel (sure garment and sure background cells never touch).
+    let pairs: Vec<(usize, usize)> = (0..h)
+        .into_par_iter()
+        .flat_map_iter(|y| {
+            band_xs(y).flat_map(move |x| {
+                let i = y * w + x;
+                let v = binary[i];
+                let right = (x + 1 < w && binary[i + 1] != v).then_some((i, i + 1));
+                let left = (x > 0 && binary[i - 1] != v && cell(x - 1, y) < 2).then(|| (i, i - 1));
+                let down = (y + 1 < h && binary[i + w] != v).then_some((i, i + w));
+                let up = (y > 0 && binary[i - w] != v && cell(x, y - 1) < 2).then(|| (i, i - w));
+                [right, left, down, up].into_iter().flatten()
+            })
+        })
+        .collect();
+    // near[v][p]: a pixel of value v (0 or 255) differing from its neighbour
+    // lies within `zone` px (Chebyshev) of p. A pixel has a pixel of the
+    // other value within its window exactly when such a one of that value
+    // lies there (the first change on a path to it).
+    let mut near = [vec![0u8; w * h], vec![0u8; w * h]];
+    for &(a, b) in &pairs {
+        for q in [a, b] {
+            let plane = &mut near[usize::from(binary[q] == 255)];
+            let (qx, qy) = (q % w, q / w);
+            let (x0, x1) = (qx.saturating_sub(zone), (qx + zone).min(w - 1));
+            for yy in qy.saturating_sub(zone)..=(qy + zone).min(h - 1) {
+                plane[yy * w + x0..=yy * w + x1].fill(1);
+            }
+        }
+    }
+    // Garment pixels' distance to the background (0 elsewhere) and, per
+    // pixel within reach of the band, the largest over `reach` px of its row
+    // with the offset of the last such (raster-last over the window, as a
+    // scan would pick it).
+    let ext_r = reach.div_ceil(f);
+    let ext_cells = dilate(
+        &cells.iter().map(|&c| c >= 2).collect::<Vec<_>>(),
+        sw,
+        sh,
+        ext_r,
+    );
+    let g = |j: usize| if binary[j] == 255 { d_raw[j] } else { 0 };
+    let mut hv = vec![0u8; w * h];
+    let mut hx = vec![0u16; w * h];
+    hv.par_chunks_mut(w)
+        .zip(hx.par_chunks_mut(w))
+        .enumerate()
+        .for_each(|(y, (vrow, xrow))| {
+            let crow = &ext_cells[(y / f).min(sh - 1) * sw..][..sw];
+            let grow = |xx: usize| g(y * w + xx);
+            // Runs of ext cells, each a sliding window maximum (a deque of
+            // decreasing values; an equal later value replaces an earlier).
+            let mut deque = std::collections::VecDeque::new();
+            let mut cx = 0;
+            while cx < sw {
+                if !crow[cx] {
+                    cx += 1;
+                    continue;
+                }
+                let start = cx;
+                while cx < sw && crow[cx] {
+                    cx += 1;
+                }
+                let (xa, xb) = (start * f, (cx * f).min(w));
+                deque.clear();
+                let mut next = xa.saturating_sub(reach);
+                for x in xa..xb {
+                    let hi = (x + reach).min(w - 1);
+                    while next <= hi {
+                        let v = grow(next);
+                        while deque.back().is_some_and(|&(_, bv)| bv <= v) {
+                            deque.pop_back();
+                        }
+                        deque.push_back((next, v));
+                        next += 1;
+                    }
+                    let lo = x.saturating_sub(reach);
+                    while deque.front().is_some_and(|&(fx, _)| fx < lo) {
+                        deque.pop_front();
+                    }
+                    if let Some(&(at, m)) = deque.front() {
+                        vrow[x] = m;
+                        xrow[x] = (at + reach - x) as u16;
+                    }
+                }
+            }
+        });
     let mut out = binary.clone();
     out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
-        let (y0, y1) = (y.saturating_sub(zone), (y + zone).min(h - 1));
         for x in band_xs(y) {
             let o = &mut row[x];
             let own = binary[y * w + x];
-            let (x0, x1) = (x.saturating_sub(zone), (x + zone).min(w - 1));
-            let edge = (y0..=y1).any(|yy| (x0..=x1).any(|xx| binary[yy * w + xx] != own));
+            let edge = near[usize::from(own != 255)][y * w + x] != 0;
             if !edge {
                 continue;
             }
@@ -657,12 +759,10 @@ fn refine(image: &RgbImage, f: usize, coarse: &Coarse) -> Vec<u8> {
             // JPEG's chroma smear).
             let (mut dmax, mut at) = (0u8, None);
             for yy in y.saturating_sub(reach)..=(y + reach).min(h - 1) {
-                for xx in x.saturating_sub(reach)..=(x + reach).min(w - 1) {
-                    let j = yy * w + xx;
-                    if binary[j] == 255 && d_raw[j] >= dmax {
-                        dmax = d_raw[j];
-                        at = Some((xx, yy));
-                    }
+                let j = yy * w + x;
+                if hv[j] >= dmax {
+                    dmax = hv[j];
+                    at = Some((x + usize::from(hx[j]) - reach, yy));
                 }
             }
             let value = match at {
