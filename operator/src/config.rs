@@ -17,7 +17,11 @@ pub struct OperatorConfig {
     /// OTLP/HTTP endpoint (e.g. `http://otel-collector:4318`) to export traces to, the
     /// operator's and, passed as OTEL_EXPORTER_OTLP_ENDPOINT, its runners'. Unset or empty:
     /// no export. Operator configuration only; a ClothJob cannot set it.
-    #[arg(long = "otlp-endpoint", env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    #[arg(
+        long = "otlp-endpoint",
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
     pub otlp_endpoint: Option<String>,
 
     /// Runner images a ClothJob may name in `spec.runner.image` besides --runner-image (which
