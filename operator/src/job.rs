@@ -409,7 +409,11 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
     ];
     envs.push(env(ENV_TRACEPARENT, &traceparent(cj, &uid)));
     // The operator's own OTLP endpoint (never one from the ClothJob), only when set.
-    if let Some(endpoint) = cfg.otlp_endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+    if let Some(endpoint) = cfg
+        .otlp_endpoint
+        .as_deref()
+        .filter(|e| !e.trim().is_empty())
+    {
         envs.push(env(clothjob_telemetry::ENV_OTLP_ENDPOINT, endpoint.trim()));
     }
     let networks = cfg.networks();
