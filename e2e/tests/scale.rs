@@ -15,7 +15,7 @@ use clothjob_e2e::source_server::SourceServer;
 use clothjob_e2e::{Case, wait_condition};
 use clothjob_testenv::wait_for;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -136,87 +136,4 @@ fn job_done(job: &Job) -> bool {
             cs.iter()
                 .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kueue_suspended_job_keeps_its_clothjob_queued_until_resumed() -> Result<()> {
-    // The operator's own limit (1) does not apply to ClothJobs that Kueue governs.
-    let case = Case::with_operator_args("kueue", &["--max-concurrent-jobs=1"]).await?;
-    let src =
-        SourceServer::start_in(case.cluster(), tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
-    let labels = ", labels: {kueue.x-k8s.io/queue-name: team-a}";
-    case.create(&manifest(
-        "by-label",
-        &src.url("a.jpg"),
-        &case.output(),
-        labels,
-        "",
-    ))
-    .await?;
-    case.create(&manifest(
-        "by-spec",
-        &src.url("b.jpg"),
-        &case.output(),
-        "",
-        "  queueName: team-b\n",
-    ))
-    .await?;
-    let api = case.clothjobs();
-    let job_api: Api<Job> = Api::namespaced(case.client.clone(), &case.ns);
-    let mut job_names = BTreeMap::new();
-    for (name, queue) in [("by-label", "team-a"), ("by-spec", "team-b")] {
-        let cj = wait_for(
-            &format!("{name} Queued with reason SuspendedByKueue"),
-            MINUTE,
-            Duration::from_millis(200),
-            || async {
-                let cj = api.get(name).await?;
-                let s = cj.status.clone().unwrap_or_default();
-                let conds = s.conditions.clone().unwrap_or_default();
-                let reason = conditions::find(&conds, conditions::WAITING)
-                    .filter(|c| c.status == "True")
-                    .map(|c| c.reason.clone());
-                Ok((s.phase == Some(Phase::Queued)
-                    && reason.as_deref() == Some("SuspendedByKueue"))
-                .then_some(cj))
-            },
-        )
-        .await?;
-        let job_name = cj.status.and_then(|s| s.job_name).unwrap();
-        let job = job_api.get(&job_name).await?;
-        assert_eq!(job.spec.as_ref().and_then(|s| s.suspend), Some(true));
-        let labels = job.metadata.labels.unwrap_or_default();
-        assert_eq!(
-            labels.get("kueue.x-k8s.io/queue-name").map(String::as_str),
-            Some(queue)
-        );
-        assert!(
-            case.runner_pods(name).await?.is_empty(),
-            "{name}: a pod while suspended"
-        );
-        job_names.insert(name, job_name);
-    }
-    // Still Queued after both were seen (no pod, the operator leaves suspend alone).
-    for (name, job_name) in &job_names {
-        let cj = api.get(name).await?;
-        assert_eq!(
-            cj.status.and_then(|s| s.phase),
-            Some(Phase::Queued),
-            "{name}"
-        );
-        let job = job_api.get(job_name).await?;
-        assert_eq!(job.spec.and_then(|s| s.suspend), Some(true), "{name}");
-    }
-    // Kueue admits them: suspend false. They run to completion.
-    for job_name in job_names.values() {
-        let patch = serde_json::json!({"spec": {"suspend": false}});
-        job_api
-            .patch(job_name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-    }
-    for name in job_names.keys() {
-        let cj = wait_condition(&api, name, conditions::COMPLETE, 3 * MINUTE).await?;
-        assert_eq!(cj.status.and_then(|s| s.phase), Some(Phase::Succeeded));
-    }
-    Ok(())
 }
