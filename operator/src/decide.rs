@@ -717,13 +717,24 @@ fn queued(
             ..Default::default()
         });
     }
+    set_queued(
+        draft,
+        reason,
+        msg,
+        Some(i32::try_from(position).unwrap_or(i32::MAX)),
+    );
+    d.requeue_after = Some(QUEUE_RECHECK);
+}
+
+/// Phase Queued for `reason`: not running, waiting, at `position` in the operator's queue
+/// (none when Kueue or a suspended Job holds it).
+fn set_queued(draft: &mut Draft, reason: &str, msg: String, position: Option<i32>) {
     draft.set(RUNNING, false, reason, &msg);
     draft.set(WAITING, true, reason, &msg);
     draft.new.phase = Some(Phase::Queued);
     draft.new.reason = Some(reason.to_string());
     draft.new.message = Some(msg);
-    draft.new.queue_position = Some(i32::try_from(position).unwrap_or(i32::MAX));
-    d.requeue_after = Some(QUEUE_RECHECK);
+    draft.new.queue_position = position;
 }
 
 /// The Job exists but is suspended (Kueue has not admitted it): phase Queued with reason
@@ -747,12 +758,7 @@ fn suspended(cj: &ClothJob, old: &ClothJobStatus, draft: &mut Draft, d: &mut Dec
             ..Default::default()
         });
     }
-    draft.set(RUNNING, false, reason, &msg);
-    draft.set(WAITING, true, reason, &msg);
-    draft.new.phase = Some(Phase::Queued);
-    draft.new.reason = Some(reason.to_string());
-    draft.new.message = Some(msg);
-    draft.new.queue_position = None;
+    set_queued(draft, reason, msg, None);
 }
 
 fn elapsed(cj: &ClothJob, done: &Time) -> f64 {
