@@ -428,7 +428,7 @@ pub struct ExpandRequest<'a> {
     /// The longest side sent when below [`GeminiConfig::max_input_side`].
     pub max_input_side: Option<u32>,
     /// No attempt runs past this instant (a stage's time budget), nor past
-    /// [`GeminiConfig::total_timeout`] from the call's start.
+    /// [`GeminiConfig::total_timeout`] from the call's first attempt.
     pub deadline: Option<Instant>,
 }
 
@@ -610,7 +610,6 @@ impl GeminiExpander {
         image: &RgbaImage,
         request: &ExpandRequest<'_>,
     ) -> Result<Expansion, GeminiError> {
-        let start = Instant::now();
         let aspect = reduce(request.aspect)?;
         let (sent_ratio_w, sent_ratio_h) = nearest_supported(aspect);
         let aspect_ratio = format!("{sent_ratio_w}:{sent_ratio_h}");
@@ -630,6 +629,9 @@ impl GeminiExpander {
             });
         let (body, sent_size) = self.body(image, &prompt, &aspect_ratio, max_side)?;
 
+        // The call's own cap counts the attempts and the waits between them,
+        // not the (CPU-bound, load-dependent) downscale and encoding above.
+        let start = Instant::now();
         let own = start + self.config.total_timeout;
         let deadline = request.deadline.map_or(own, |d| d.min(own));
         let mut attempts = 0u32;
