@@ -216,7 +216,10 @@ pub struct BackgroundRemovalStage {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// `builtin` (no model: for garments on a plain or studio background), `onnx` (a
-    /// U2Net-family model run in process) or `remote` (an HTTP service speaking rembg's API).
+    /// U2Net-family model run in process), `remote` (an HTTP service speaking rembg's API)
+    /// or `auto` (builtin first; where its confidence says the photo is not a plain-backdrop
+    /// case, the `onnx` model when `onnx` is set, else the builtin mask is kept; the stage
+    /// reports the backend that made the mask and why).
     #[serde(default)]
     pub backend: BackgroundRemovalBackend,
     /// Options of the `onnx` backend.
@@ -251,6 +254,10 @@ pub enum BackgroundRemovalBackend {
     Onnx,
     // An HTTP service that speaks rembg's server API (`POST /api/remove`).
     Remote,
+    // Builtin first, the `onnx` model where the builtin remover's confidence is low.
+    // (Plain `//` comments: schemars turns doc comments on unit variants into a `oneOf`
+    // of described constants instead of the `enum` list kubectl explain shows.)
+    Auto,
 }
 
 /// An ONNX model file.

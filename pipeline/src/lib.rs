@@ -31,7 +31,8 @@ pub use options::{
     ExpansionOptions, Options, SegmentationBackend, SegmentationOptions,
 };
 pub use output::{
-    BoundingBox, EncodedOutput, LabelLegend, NamedColor, Region, RunOutput, label_legend,
+    AutoChoice, BoundingBox, EncodedOutput, LabelLegend, NamedColor, Region, RunOutput,
+    label_legend,
 };
 pub use pipeline::{Backends, run, run_with};
 pub use progress::{NoProgress, ProgressSink, StageName, StageReport};

@@ -55,15 +55,27 @@ pub enum BackgroundRemovalBackend {
         /// The service's URL.
         url: String,
     },
+    /// The builtin remover first; where its [`crate::matte::Confidence`] is
+    /// below [`crate::matte::AUTO_MIN_CONFIDENCE`] (not a plain-backdrop
+    /// case), the ONNX model the caller supplies through
+    /// [`crate::Backends::background_remover`]. Without one the builtin mask
+    /// is kept. The stage reports the backend that made the mask (`builtin`
+    /// or `onnx`, never `auto`) and why in [`crate::StageReport::detail`].
+    Auto {
+        /// Path to the fallback's `.onnx` model file, when one is configured.
+        model_path: Option<PathBuf>,
+    },
 }
 
 impl BackgroundRemovalBackend {
-    /// `builtin`, `onnx` or `remote`.
+    /// `builtin`, `onnx`, `remote` or `auto` (the configured name; a stage
+    /// on `auto` reports the backend that ran instead).
     pub fn name(&self) -> &'static str {
         match self {
             Self::Builtin => "builtin",
             Self::Onnx { .. } => "onnx",
             Self::Remote { .. } => "remote",
+            Self::Auto { .. } => "auto",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Result types of a run: `RunOutput`, `EncodedOutput`, `Region` and friends.
 
+use crate::matte::Confidence;
 use crate::progress::StageReport;
 
 /// Everything one run produced.
@@ -13,6 +14,22 @@ pub struct RunOutput {
     pub stages: Vec<StageReport>,
     /// The segmentation summary: one entry per label of the `segments` map.
     pub regions: Vec<Region>,
+    /// What background removal on `auto` decided; `None` for other backends
+    /// (and when the input had its own transparency).
+    pub auto_removal: Option<AutoChoice>,
+}
+
+/// The decision of background removal on `auto`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoChoice {
+    /// The backend whose mask was used: `builtin` or `onnx`.
+    pub backend: String,
+    /// The builtin remover's confidence in its mask.
+    pub confidence: Confidence,
+    /// The threshold it was compared with ([`crate::matte::AUTO_MIN_CONFIDENCE`]).
+    pub threshold: f32,
+    /// Why, for people (the stage's [`StageReport::detail`]).
+    pub reason: String,
 }
 
 /// One encoded output file.

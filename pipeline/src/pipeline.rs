@@ -10,12 +10,14 @@ use crate::encode::{OutputImage, OutputKind, Pixels, encode_all};
 use crate::error::PipelineError;
 use crate::expand::{Expanded, Expander, expand};
 use crate::limits::Limits;
-use crate::matte::{BackgroundRemover, compose_cutout, remover_for};
+use crate::matte::{
+    AUTO_MIN_CONFIDENCE, BackgroundRemover, BuiltinRemover, compose_cutout, remover_for,
+};
 use crate::options::{
     BackgroundRemovalBackend, BackgroundRemovalOptions, ExpansionBackend, ExpansionOptions,
     Options, SegmentationBackend, SegmentationOptions,
 };
-use crate::output::RunOutput;
+use crate::output::{AutoChoice, RunOutput};
 use crate::progress::{ProgressSink, StageName, StageReport};
 use crate::segment::{Segmentation, Segmenter, from_class_map, segment};
 
@@ -39,7 +41,8 @@ pub fn run(
 /// `Builtin`; its `name()` should match the configured backend.
 #[derive(Default, Clone, Copy)]
 pub struct Backends<'a> {
-    /// Used for `BackgroundRemovalBackend::Onnx` and `::Remote`.
+    /// Used for `BackgroundRemovalBackend::Onnx` and `::Remote`, and as the
+    /// fallback of `::Auto` (an ONNX remover, `name()` `onnx`).
     pub background_remover: Option<&'a dyn BackgroundRemover>,
     /// Used for `SegmentationBackend::Onnx` and `::Remote`.
     pub segmenter: Option<&'a dyn Segmenter>,
@@ -152,19 +155,28 @@ fn run_stages(
     let working = working_rgb(image);
 
     // 1. Background removal.
-    let matte = match &options.background_removal {
+    let mut matte = match &options.background_removal {
         None => {
             sink.stage_skipped(StageName::BackgroundRemoval);
             None
         }
-        Some(o) => Some(timed(
-            sink,
-            &mut stages,
-            StageName::BackgroundRemoval,
-            o.backend.name(),
-            |sink| remove_background(image, &working, o, backends, sink),
-        )?),
+        Some(o) => {
+            // `auto` starts on the builtin remover and reports the backend
+            // whose mask it used when it finishes.
+            let first = match o.backend {
+                BackgroundRemovalBackend::Auto { .. } => "builtin",
+                ref other => other.name(),
+            };
+            Some(timed_as(
+                sink,
+                &mut stages,
+                StageName::BackgroundRemoval,
+                first,
+                |sink| remove_background(image, &working, o, backends, sink),
+            )?)
+        }
     };
+    let auto_removal = matte.as_mut().and_then(|m| m.auto.take());
 
     // 2. Segmentation.
     let segmentation = match &options.segmentation {
@@ -271,6 +283,7 @@ fn run_stages(
         outputs,
         stages,
         regions: segmentation.map(|s| s.regions).unwrap_or_default(),
+        auto_removal,
     })
 }
 
@@ -283,24 +296,58 @@ fn timed<T>(
     backend: &str,
     body: impl FnOnce(&mut dyn ProgressSink) -> Result<T, PipelineError>,
 ) -> Result<T, PipelineError> {
+    timed_as(sink, stages, stage, backend, |sink| {
+        body(sink).map(|value| Ran {
+            value,
+            backend: None,
+            detail: None,
+        })
+    })
+}
+
+/// A stage's result, and the backend that made it and why when the stage
+/// chose at run time.
+struct Ran<T> {
+    value: T,
+    /// `None`: the backend it started with.
+    backend: Option<String>,
+    detail: Option<String>,
+}
+
+/// [`timed`] for a stage that may end on another backend than it started
+/// with: `stage_detail` and `stage_finished` get the one `body` says ran.
+fn timed_as<T>(
+    sink: &mut dyn ProgressSink,
+    stages: &mut Vec<StageReport>,
+    stage: StageName,
+    backend: &str,
+    body: impl FnOnce(&mut dyn ProgressSink) -> Result<Ran<T>, PipelineError>,
+) -> Result<T, PipelineError> {
     sink.stage_started(stage, backend);
     let start = Instant::now();
-    let out = body(sink).map_err(|e| e.in_stage(stage))?;
+    let ran = body(sink).map_err(|e| e.in_stage(stage))?;
     let duration = start.elapsed();
+    let backend = ran.backend.as_deref().unwrap_or(backend);
+    if let Some(detail) = &ran.detail {
+        sink.stage_detail(stage, backend, detail);
+    }
     sink.stage_progress(stage, 1.0);
     sink.stage_finished(stage, backend, duration);
     stages.push(StageReport {
         name: stage,
         backend: backend.to_owned(),
         duration,
+        detail: ran.detail,
     });
-    Ok(out)
+    Ok(ran.value)
 }
 
 /// Alpha and cut-out.
 struct Matte {
     alpha: GrayImage,
     cutout: RgbaImage,
+    /// What `auto` decided.
+    auto: Option<AutoChoice>,
 }
 
 fn remove_background(
@@ -309,31 +356,114 @@ fn remove_background(
     options: &BackgroundRemovalOptions,
     backends: &Backends<'_>,
     sink: &mut dyn ProgressSink,
-) -> Result<Matte, PipelineError> {
+) -> Result<Ran<Matte>, PipelineError> {
     let stage = StageName::BackgroundRemoval;
-    let own;
-    let remover: &dyn BackgroundRemover = match (&options.backend, backends.background_remover) {
-        (BackgroundRemovalBackend::Builtin, _) | (_, None) => {
-            own = remover_for(&options.backend)?;
-            own.as_ref()
-        }
-        (_, Some(supplied)) => supplied,
-    };
     // An input that already has transparency is a cut-out: keep its alpha.
-    let alpha = match input_alpha(image) {
-        Some(a) => a,
-        None => remover.alpha(working, &mut |f| sink.stage_progress(stage, 0.8 * f))?,
+    let (alpha, made_by, auto) = match &options.backend {
+        BackgroundRemovalBackend::Auto { model_path } => match input_alpha(image) {
+            Some(a) => (a, None, None),
+            None => {
+                let (alpha, by, choice) = auto_alpha(
+                    working,
+                    model_path.as_deref(),
+                    backends.background_remover,
+                    &mut |f| sink.stage_progress(stage, f),
+                )?;
+                (alpha, Some(by), Some(choice))
+            }
+        },
+        backend => {
+            let own;
+            let remover: &dyn BackgroundRemover = match (backend, backends.background_remover) {
+                (BackgroundRemovalBackend::Builtin, _) | (_, None) => {
+                    own = remover_for(backend)?;
+                    own.as_ref()
+                }
+                (_, Some(supplied)) => supplied,
+            };
+            let alpha = match input_alpha(image) {
+                Some(a) => a,
+                None => remover.alpha(working, &mut |f| sink.stage_progress(stage, 0.8 * f))?,
+            };
+            check_alpha_size(remover.name(), &alpha, working)?;
+            (alpha, None, None)
+        }
     };
+    let cutout = compose_cutout(working, &alpha, options.decontaminate)?;
+    Ok(Ran {
+        backend: made_by,
+        detail: auto.as_ref().map(|c| c.reason.clone()),
+        value: Matte {
+            alpha,
+            cutout,
+            auto,
+        },
+    })
+}
+
+fn check_alpha_size(
+    remover: &str,
+    alpha: &GrayImage,
+    working: &RgbImage,
+) -> Result<(), PipelineError> {
     if alpha.dimensions() != working.dimensions() {
         return Err(PipelineError::Internal(format!(
-            "the {} remover returned a {:?} alpha for a {:?} image",
-            remover.name(),
+            "the {remover} remover returned a {:?} alpha for a {:?} image",
             alpha.dimensions(),
             working.dimensions()
         )));
     }
-    let cutout = compose_cutout(working, &alpha, options.decontaminate)?;
-    Ok(Matte { alpha, cutout })
+    Ok(())
+}
+
+/// `auto`: the builtin mask, or the fallback's where the builtin remover's
+/// confidence is below [`AUTO_MIN_CONFIDENCE`] and a fallback is supplied.
+/// Returns the mask, the backend that made it (`builtin`, or the fallback's
+/// name: `onnx`) and the decision. Progress: the builtin remover 0..0.4, the fallback 0.4..0.8.
+fn auto_alpha(
+    working: &RgbImage,
+    model_path: Option<&std::path::Path>,
+    fallback: Option<&dyn BackgroundRemover>,
+    progress: &mut dyn FnMut(f64),
+) -> Result<(GrayImage, String, AutoChoice), PipelineError> {
+    let (alpha, confidence) =
+        BuiltinRemover::default().alpha_with_confidence(working, &mut |f| progress(0.4 * f))?;
+    let measured = format!(
+        "confidence {:.2} {} {AUTO_MIN_CONFIDENCE:.2} ({})",
+        confidence.value,
+        if confidence.value < AUTO_MIN_CONFIDENCE {
+            "<"
+        } else {
+            ">="
+        },
+        confidence.explain()
+    );
+    let choice = |backend: &str, reason: String| AutoChoice {
+        backend: backend.to_owned(),
+        confidence,
+        threshold: AUTO_MIN_CONFIDENCE,
+        reason,
+    };
+    if confidence.value >= AUTO_MIN_CONFIDENCE {
+        let reason = format!("{measured}: builtin");
+        return Ok((alpha, "builtin".to_owned(), choice("builtin", reason)));
+    }
+    let Some(model) = fallback else {
+        let why = match model_path {
+            None => "no onnx model configured".to_owned(),
+            Some(p) => format!(
+                "the onnx model {} was not supplied to the pipeline",
+                p.display()
+            ),
+        };
+        let reason = format!("{measured}, but {why}: builtin kept");
+        return Ok((alpha, "builtin".to_owned(), choice("builtin", reason)));
+    };
+    let theirs = model.alpha(working, &mut |f| progress(0.4 + 0.4 * f))?;
+    check_alpha_size(model.name(), &theirs, working)?;
+    let name = model.name().to_owned();
+    let reason = format!("{measured}: {name}");
+    Ok((theirs, name.clone(), choice(&name, reason)))
 }
 
 fn run_segmentation(

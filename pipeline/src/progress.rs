@@ -67,6 +67,13 @@ pub trait ProgressSink {
     fn stage_finished(&mut self, stage: StageName, backend: &str, duration: Duration);
     /// The stage did not run.
     fn stage_skipped(&mut self, stage: StageName);
+    /// Which backend made the stage's result and why, for a stage that
+    /// chooses at run time (background removal on `auto`): called once,
+    /// after `stage_started` and before `stage_finished` (whose backend is the
+    /// same). `backend` is `builtin` or `onnx`; `detail` reads like
+    /// `confidence 0.41 < 0.60 (38% of the garment within 29 of the backdrop
+    /// colour): onnx`. Ignored unless implemented.
+    fn stage_detail(&mut self, _stage: StageName, _backend: &str, _detail: &str) {}
 }
 
 /// A [`ProgressSink`] that ignores everything.
@@ -85,8 +92,12 @@ impl ProgressSink for NoProgress {
 pub struct StageReport {
     /// The stage.
     pub name: StageName,
-    /// The backend that ran it (`builtin`, …).
+    /// The backend that ran it (`builtin`, …): for background removal on
+    /// `auto`, the one whose mask was used (`builtin` or `onnx`).
     pub backend: String,
     /// Wall time of the stage.
     pub duration: Duration,
+    /// Why the stage ran on `backend`, when it chose at run time (see
+    /// [`ProgressSink::stage_detail`]); `None` otherwise.
+    pub detail: Option<String>,
 }

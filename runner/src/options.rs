@@ -43,7 +43,9 @@ pub struct OnnxModelRef {
 /// The ONNX models of a pipeline spec, per stage.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct OnnxModels {
-    /// The background-removal model, when that stage runs on `onnx`.
+    /// The background-removal model, when that stage runs on `onnx`, or on `auto` with
+    /// `onnx` set (the fallback: the run loads it and supplies it to the pipeline, keeping
+    /// the options' `Auto` backend).
     pub background_removal: Option<OnnxModelRef>,
     /// The segmentation model, when that stage runs on `onnx`.
     pub segmentation: Option<OnnxModelRef>,
@@ -67,11 +69,12 @@ fn model_ref(m: &OnnxModel, default: ModelFamily, stage: &str) -> Result<OnnxMod
     })
 }
 
-/// The ONNX models a pipeline spec asks for (none when no stage runs on `onnx`).
+/// The ONNX models a pipeline spec asks for (none when no stage runs on `onnx`, nor
+/// background removal on `auto` with a model).
 pub fn onnx_models(p: &Pipeline) -> Result<OnnxModels, RunError> {
     let bg = &p.background_removal;
     let background_removal = match (&bg.onnx, bg.enabled, &bg.backend) {
-        (Some(m), true, BackgroundRemovalBackend::Onnx) => {
+        (Some(m), true, BackgroundRemovalBackend::Onnx | BackgroundRemovalBackend::Auto) => {
             Some(model_ref(m, ModelFamily::U2Net, "backgroundRemoval")?)
         }
         _ => None,
@@ -340,6 +343,11 @@ pub fn pipeline_options(p: &Pipeline, out: &Output) -> Result<Options, RunError>
                 })?;
                 clothjob_pipeline::BackgroundRemovalBackend::Remote { url: r.url.clone() }
             }
+            // `onnx` is optional for `auto`: without a model the builtin mask is kept and
+            // the stage says so (accepted at apply time too).
+            BackgroundRemovalBackend::Auto => clothjob_pipeline::BackgroundRemovalBackend::Auto {
+                model_path: p.background_removal.onnx.as_ref().map(model_path),
+            },
         };
         Some(BackgroundRemovalOptions {
             backend,
@@ -467,6 +475,44 @@ mod tests {
         assert!(
             matches!(&e, RunError::Config(m) if m.contains("bogus")),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn auto_removal_takes_the_onnx_model_when_set_and_runs_without_one() {
+        let p: Pipeline = serde_yaml::from_str(
+            "backgroundRemoval: {backend: auto, onnx: {modelUri: 'file:///models/u2netp.onnx'}}\n",
+        )
+        .unwrap();
+        let o = pipeline_options(&p, &output()).unwrap();
+        assert_eq!(
+            o.background_removal.unwrap().backend,
+            clothjob_pipeline::BackgroundRemovalBackend::Auto {
+                model_path: Some("/models/u2netp.onnx".into())
+            }
+        );
+        let m = onnx_models(&p).unwrap().background_removal.unwrap();
+        assert_eq!(m.uri, "file:///models/u2netp.onnx");
+        assert_eq!(m.family, ModelFamily::U2Net);
+
+        let bare: Pipeline = serde_yaml::from_str("backgroundRemoval: {backend: auto}\n").unwrap();
+        let o = pipeline_options(&bare, &output()).unwrap();
+        assert_eq!(
+            o.background_removal.unwrap().backend,
+            clothjob_pipeline::BackgroundRemovalBackend::Auto { model_path: None }
+        );
+        assert_eq!(onnx_models(&bare).unwrap(), OnnxModels::default());
+
+        let off: Pipeline = serde_yaml::from_str(
+            "backgroundRemoval: {enabled: false, backend: auto, onnx: {modelUri: '/m.onnx'}}\n",
+        )
+        .unwrap();
+        assert_eq!(onnx_models(&off).unwrap(), OnnxModels::default());
+        assert_eq!(
+            pipeline_options(&off, &output())
+                .unwrap()
+                .background_removal,
+            None
         );
     }
 

@@ -19,6 +19,11 @@
 //!    decides each pixel, and the pixels along that edge get a soft alpha by
 //!    projecting them between the local background and the garment colour found
 //!    next to them (so a striped garment's edge is judged by its own stripe).
+//!
+//! Alongside the mask it measures, from what steps 2-5 computed, how sure it
+//! is that the photo is a plain-backdrop case ([`Confidence`]); the pipeline's
+//! `auto` backend asks the ONNX model when that is below
+//! [`AUTO_MIN_CONFIDENCE`].
 
 use image::{GrayImage, RgbImage};
 use rayon::prelude::*;
@@ -67,30 +72,158 @@ impl BackgroundRemover for BuiltinRemover {
         image: &RgbImage,
         progress: &mut dyn FnMut(f64),
     ) -> Result<GrayImage, PipelineError> {
+        self.alpha_with_confidence(image, progress)
+            .map(|(alpha, _)| alpha)
+    }
+}
+
+impl BuiltinRemover {
+    /// The alpha mask of `image` (as [`BackgroundRemover::alpha`]) and how
+    /// sure the remover is that the photo is a plain-backdrop case.
+    pub fn alpha_with_confidence(
+        &self,
+        image: &RgbImage,
+        progress: &mut dyn FnMut(f64),
+    ) -> Result<(GrayImage, Confidence), PipelineError> {
         let (w, h) = (image.width() as usize, image.height() as usize);
+        let whole = || GrayImage::from_pixel(w as u32, h as u32, image::Luma([255]));
         if w < 8 || h < 8 {
-            return Ok(GrayImage::from_pixel(
-                w as u32,
-                h as u32,
-                image::Luma([255]),
-            ));
+            return Ok((whole(), Confidence::NOTHING_FOUND));
         }
         let f = w.max(h).div_ceil(self.work_side.max(64)).max(1);
         let small = downsample(image.as_raw(), w, h, 3, f);
         progress(0.15);
         let Some(coarse) = coarse_mask(&small) else {
             // No garment could be told from the background: keep the whole photo.
-            return Ok(GrayImage::from_pixel(
-                w as u32,
-                h as u32,
-                image::Luma([255]),
-            ));
+            return Ok((whole(), Confidence::NOTHING_FOUND));
         };
         progress(0.5);
         let alpha = refine(image, f, &coarse);
         progress(1.0);
-        GrayImage::from_raw(w as u32, h as u32, alpha)
-            .ok_or_else(|| PipelineError::Internal("alpha buffer size".to_owned()))
+        let alpha = GrayImage::from_raw(w as u32, h as u32, alpha)
+            .ok_or_else(|| PipelineError::Internal("alpha buffer size".to_owned()))?;
+        Ok((alpha, coarse.confidence))
+    }
+}
+
+/// Below this [`Confidence::value`] the `auto` backend asks the ONNX model.
+///
+/// Chosen from the synthetic sets of `pipeline/tests/common/synth.rs`
+/// (`pipeline/tests/auto.rs` prints every scene's value and asserts the
+/// split): the twelve plain scenes score 0.99 or more; twelve of the fourteen
+/// patterned scenes, those with a pattern colour within about 10-15 grey
+/// levels of the backdrop over an eighth or more of the garment, score 0.50
+/// or less (0.00 for stripes 10 levels from the backdrop, white on white);
+/// the two others (Breton stripes 25-40 levels from the backdrop, and an
+/// ombré whose near-backdrop top the flood takes for background) score 0.99
+/// and 1.00. 0.6 sits in that gap, nearer the patterned side.
+pub const AUTO_MIN_CONFIDENCE: f32 = 0.6;
+
+/// A garment pixel is near the backdrop within the backdrop's own noise
+/// threshold plus this RGB distance (about 12 grey levels per channel).
+const NEAR_MARGIN: f32 = 20.0;
+/// The near-backdrop share of the garment at which [`Confidence::contrast`]
+/// reaches 0 (it is 1 at share 0, linear between).
+const NEAR_SHARE_ZERO: f32 = 0.25;
+/// The border fit at or below which [`Confidence::border`] is 0, and at or
+/// above which it is 1 (linear between).
+const BORDER_FIT_ZERO: f32 = 0.5;
+const BORDER_FIT_ONE: f32 = 0.8;
+
+/// How sure the builtin remover is that a photo is a plain-backdrop case,
+/// measured at the coarse analysis's resolution (about 512 px) from what it
+/// computed anyway:
+///
+/// - `border_fit`: the share of the border strip's samples (3 % of the short
+///   side wide) that are inliers of the robust backdrop model (within median +
+///   5 MAD of its residuals). A garment covering much of the border, or a
+///   cluttered backdrop, lowers it.
+/// - `near_backdrop`: the share of the garment's interior (the coarse mask
+///   eroded by one pixel) whose colour is within `near_distance` of the
+///   backdrop model there; `near_distance` is the backdrop's own noise
+///   threshold (1.5 × the 99th percentile of the border inliers' distance to
+///   the model, clamped to 6..=40) plus 20. A plain garment has almost none;
+///   a garment with stripes, checks, dots or panels of a colour close to the
+///   backdrop has them as a large share: there the colour distance the remover
+///   decides by is thin, and notches, lost stripes or background islands are
+///   likely.
+///
+/// `contrast = 1 − near_backdrop / 0.25` and
+/// `border = (border_fit − 0.5) / 0.3`, both clamped to 0..=1; `value` is the
+/// smaller of the two. No garment found (or an image under 8 px) is 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Confidence {
+    /// The confidence, 0..=1: `min(contrast, border)`.
+    pub value: f32,
+    /// The score from the near-backdrop share, 0..=1.
+    pub contrast: f32,
+    /// The score from the border fit, 0..=1.
+    pub border: f32,
+    /// Share of the garment's interior near the backdrop colour, 0..=1.
+    pub near_backdrop: f32,
+    /// The RGB distance within which a garment pixel counts as near.
+    pub near_distance: f32,
+    /// Share of the border samples the backdrop model fits, 0..=1.
+    pub border_fit: f32,
+    /// Whether a garment was told apart from the backdrop at all.
+    pub garment_found: bool,
+}
+
+impl Confidence {
+    /// No garment found: confidence 0.
+    pub const NOTHING_FOUND: Confidence = Confidence {
+        value: 0.0,
+        contrast: 0.0,
+        border: 0.0,
+        near_backdrop: 0.0,
+        near_distance: 0.0,
+        border_fit: 0.0,
+        garment_found: false,
+    };
+
+    /// From the two measured shares (see the type's docs).
+    pub fn from_measures(near_backdrop: f32, near_distance: f32, border_fit: f32) -> Self {
+        let contrast = (1.0 - near_backdrop / NEAR_SHARE_ZERO).clamp(0.0, 1.0);
+        let border =
+            ((border_fit - BORDER_FIT_ZERO) / (BORDER_FIT_ONE - BORDER_FIT_ZERO)).clamp(0.0, 1.0);
+        Confidence {
+            value: contrast.min(border),
+            contrast,
+            border,
+            near_backdrop,
+            near_distance,
+            border_fit,
+            garment_found: true,
+        }
+    }
+
+    /// What decides the value, for people: the weaker of the two measures.
+    pub fn explain(&self) -> String {
+        if !self.garment_found {
+            return "no garment told apart from the backdrop".to_owned();
+        }
+        if self.contrast <= self.border {
+            format!(
+                "{:.0}% of the garment within {:.0} of the backdrop colour{}",
+                100.0 * self.near_backdrop,
+                self.near_distance,
+                if self.value < AUTO_MIN_CONFIDENCE {
+                    ": patterned garment or garment near the backdrop colour"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            format!(
+                "{:.0}% of the border fits the backdrop model{}",
+                100.0 * self.border_fit,
+                if self.value < AUTO_MIN_CONFIDENCE {
+                    ": garment covering the border or a busy backdrop"
+                } else {
+                    ""
+                }
+            )
+        }
     }
 }
 
@@ -102,6 +235,8 @@ pub(crate) struct Coarse {
     pub fg: Vec<bool>,
     /// Local background colour, per channel.
     pub bg_color: [Plane; 3],
+    /// How sure the analysis is that this is a plain-backdrop case.
+    pub confidence: Confidence,
 }
 
 /// Quadratic colour surface: per channel, c = k · [1, u, v, uv, u², v²].
@@ -440,11 +575,31 @@ pub(crate) fn coarse_mask(small: &[Plane]) -> Option<Coarse> {
         .collect();
     let bg_color = local_colors(small, &sure_bg, 2, |c, i| bg[c].data[i]);
 
+    // Confidence (see `Confidence`): the garment interior's share near the
+    // backdrop colour and the border's fit.
+    let near_distance = t_plain + NEAR_MARGIN;
+    let interior = erode(&fg, sw, sh, 1);
+    let (mut inside, mut near) = (0usize, 0usize);
+    for (&on, &d) in interior.iter().zip(&d_plain) {
+        if on {
+            inside += 1;
+            near += usize::from(d < near_distance);
+        }
+    }
+    let near_share = if inside == 0 {
+        1.0
+    } else {
+        near as f32 / inside as f32
+    };
+    let border_fit = inlier.iter().filter(|&&ok| ok).count() as f32 / inlier.len().max(1) as f32;
+    let confidence = Confidence::from_measures(near_share, near_distance, border_fit);
+
     Some(Coarse {
         sw,
         sh,
         fg,
         bg_color,
+        confidence,
     })
 }
 

@@ -6,7 +6,7 @@ mod cutout;
 
 use image::{GrayImage, RgbImage};
 
-pub use builtin::BuiltinRemover;
+pub use builtin::{AUTO_MIN_CONFIDENCE, BuiltinRemover, Confidence};
 pub use cutout::compose_cutout;
 
 use crate::error::PipelineError;
@@ -29,13 +29,17 @@ pub trait BackgroundRemover: Send + Sync {
     ) -> Result<GrayImage, PipelineError>;
 }
 
-/// The remover for a configured backend; `onnx` and `remote` are not
-/// available yet and give [`PipelineError::BackendUnavailable`].
+/// The remover this crate has for a configured backend: the builtin one for
+/// `builtin` and for `auto` (which runs it first); `onnx` and `remote` need a
+/// caller-supplied remover ([`crate::Backends`]) and give
+/// [`PipelineError::BackendUnavailable`] here.
 pub fn remover_for(
     backend: &BackgroundRemovalBackend,
 ) -> Result<Box<dyn BackgroundRemover>, PipelineError> {
     match backend {
-        BackgroundRemovalBackend::Builtin => Ok(Box::new(BuiltinRemover::default())),
+        BackgroundRemovalBackend::Builtin | BackgroundRemovalBackend::Auto { .. } => {
+            Ok(Box::new(BuiltinRemover::default()))
+        }
         other => Err(PipelineError::BackendUnavailable {
             stage: StageName::BackgroundRemoval,
             backend: other.name().to_owned(),
