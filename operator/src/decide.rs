@@ -182,6 +182,17 @@ impl Draft {
         self.new.queue_position = None;
     }
 
+    /// Leaving phase Queued (a slot freed up, or Kueue resumed the Job): the `Waiting`
+    /// condition starts afresh, so the pending time-out counts from now and not from when the
+    /// ClothJob was queued (a job that waited in a queue longer than the time-out would
+    /// otherwise fail the moment its pod is created).
+    fn leave_queue(&mut self, old: &ClothJobStatus) {
+        if old.phase == Some(Phase::Queued) && conditions::find(&self.conds, WAITING).is_some() {
+            // Overwritten by the caller's own Waiting (true or false) with this transition.
+            self.set(WAITING, false, "Admitted", "left the queue");
+        }
+    }
+
     fn into_status(mut self, old: &ClothJobStatus) -> Option<ClothJobStatus> {
         self.new.conditions = Some(self.conds);
         (self.new != *old).then_some(self.new)
@@ -259,6 +270,7 @@ fn decide_inner(
                 return;
             }
             d.create_job = true;
+            draft.leave_queue(&old);
             draft.new.queue_position = None;
             draft.new.phase = Some(Phase::Pending);
             draft.new.reason = Some("Pending".into());
@@ -552,9 +564,12 @@ fn in_progress(
         }
     }
     let waiting = pods::waiting(&observed.pods, &observed.failed_create, failed);
+    // A wait in a queue (the operator's, or Kueue's suspended Job) is not a pod waiting to
+    // start: it neither counts toward the pending time-out nor hides a first Warning.
     let old_waiting = conditions::find(&old.conditions.clone().unwrap_or_default(), WAITING)
-        .filter(|c| c.status == "True")
+        .filter(|c| c.status == "True" && old.phase != Some(Phase::Queued))
         .cloned();
+    draft.leave_queue(old);
 
     if let Some(w) = &waiting {
         let since = old_waiting

@@ -158,6 +158,19 @@ fn check(path: &Path) {
             );
         }
     }
+    // `conditionSince: {Type: time}`: the condition's lastTransitionTime.
+    if let Some(map) = expect.get("conditionSince").and_then(Value::as_object) {
+        let conds = status.conditions.clone().unwrap_or_default();
+        for (t, want) in map {
+            let got = conditions::find(&conds, t).map(|c| c.last_transition_time.0.to_string());
+            assert_eq!(
+                got.as_deref(),
+                want.as_str(),
+                "{}",
+                ctx(&format!("lastTransitionTime of {t}"))
+            );
+        }
+    }
     if let Some(v) = expect.get("requeueAtMostSeconds").and_then(Value::as_u64) {
         assert!(
             d.requeue_after.is_some_and(|r| r <= Duration::from_secs(v)),
@@ -293,6 +306,8 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
         "queued_moves_up.yaml",
         "suspended_by_kueue.yaml",
         "resumed_by_kueue.yaml",
+        "resumed_by_kueue_after_a_long_wait.yaml",
+        "queued_slot_free_after_a_long_wait.yaml",
         "default_ttl_expired.yaml",
     ] {
         let (mut cj, observed, settings, now, _) = load(&dir.join(f));
