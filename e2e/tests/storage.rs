@@ -18,7 +18,8 @@ async fn s3_source_and_outputs() -> Result<()> {
     let bucket = &case.bucket;
     let upload = case.s3_path(&format!("s3://{bucket}/uploads/tshirt.jpg"))?;
     std::fs::create_dir_all(upload.parent().context("upload dir")?)?;
-    std::fs::write(&upload, tshirt_jpeg(400, 500)?)?;
+    let photo = tshirt_jpeg(400, 500)?;
+    std::fs::write(&upload, &photo)?;
     case.create(&format!(
         "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: from-s3}}\nspec:\n  source: {{uri: 's3://{bucket}/uploads/tshirt.jpg'}}\n  output: {{uri: 's3://{bucket}/catalog/', credentialsSecretName: s3-creds}}\n",
     ))
@@ -31,8 +32,26 @@ async fn s3_source_and_outputs() -> Result<()> {
     )
     .await
     .with_context(|| case.diagnostics())?;
+    let uid = cj.metadata.uid.clone().context("uid")?;
     let outputs = cj.status.and_then(|s| s.outputs).unwrap_or_default();
     assert_eq!(outputs.len(), 7);
+    // The runner's record of the attempt, beside the outputs (it outlives the ClothJob).
+    let record: serde_json::Value = serde_json::from_slice(&case.read_output(&format!(
+        "s3://{bucket}/catalog/{}/from-s3/{uid}/status.json",
+        case.ns
+    ))?)?;
+    assert_eq!(record["kind"], "ClothJobResult", "{record}");
+    assert_eq!(record["outcome"], "Succeeded", "{record}");
+    assert_eq!(record["uid"], uid.as_str());
+    assert_eq!(
+        record["outputs"],
+        serde_json::to_value(&outputs)?,
+        "the record lists the status's outputs"
+    );
+    assert_eq!(
+        record["source"]["sha256"],
+        hex::encode(Sha256::digest(&photo))
+    );
     for o in outputs {
         let key = o
             .uri

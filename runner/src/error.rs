@@ -1,6 +1,6 @@
 //! Errors of a run, named after the failed action, with the exit code each one maps to.
 
-use clothjob_api::contract;
+use clothjob_api::{RunnerFailure, contract};
 use clothjob_pipeline::PipelineError;
 
 use crate::writer::ApiCallError;
@@ -93,6 +93,15 @@ impl RunError {
             "InvalidSpec" => contract::EXIT_INVALID_SPEC,
             "BadInput" => contract::EXIT_BAD_INPUT,
             _ => contract::EXIT_TRANSIENT,
+        }
+    }
+
+    /// The failure as the runner reports it in `status.runnerFailure` and `status.json`.
+    pub fn runner_failure(&self) -> RunnerFailure {
+        RunnerFailure {
+            reason: self.category().to_string(),
+            message: self.to_string(),
+            retryable: self.is_retryable(),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use clothjob_api::progress::Stage;
-use clothjob_api::{OutputStatus, RegionStatus, RunnerFailure};
+use clothjob_api::{OutputStatus, RegionStatus};
 use clothjob_backends::{GeminiConfig, GeminiExpander, RemoteRemover};
 use clothjob_onnx::{ModelFamily, OnnxSegmenter, U2NetRemover};
 use clothjob_pipeline::{
@@ -12,11 +12,13 @@ use clothjob_pipeline::{
     SegmentationBackend, StageName,
 };
 use futures::future::try_join_all;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::error::RunError;
 use crate::options::{OnnxModelRef, OnnxModels, RemoteRemoverSettings};
 use crate::progress::{ChannelSink, RunState, Update};
+use crate::result::{JobRecord, WRITE_TIMEOUT};
 use crate::source::{SourceLocation, fetch};
 use crate::store::{ObjectStoreOpts, put};
 
@@ -39,6 +41,9 @@ pub struct Plan {
     pub gemini: Option<GeminiConfig>,
     /// The ONNX models of the stages that run on `onnx`.
     pub onnx: OnnxModels,
+    /// The ClothJob whose attempt is recorded in `status.json` in `output_dir`; `None` for
+    /// a local `process` run (it writes `report.json` instead).
+    pub record: Option<JobRecord>,
 }
 
 /// The local model files of a run, once fetched and checked.
@@ -116,19 +121,25 @@ fn region_status(r: &Region) -> RegionStatus {
 }
 
 /// Runs the plan, sending each state change on `tx`. On failure the final state (with the
-/// failure recorded) has been sent before the error is returned.
+/// failure recorded) has been sent before the error is returned. With a [`Plan::record`],
+/// the attempt's `status.json` is written before the final state is sent, failed or not.
 pub async fn execute(plan: &Plan, tx: UnboundedSender<Update>) -> Result<Finished, RunError> {
     let mut sink = ChannelSink::new(RunState::new(), tx);
     sink.send(true);
     match steps(plan, &mut sink).await {
         Ok(f) => Ok(f),
         Err(e) => {
-            let failure = RunnerFailure {
-                reason: e.category().to_string(),
-                message: e.to_string(),
-                retryable: e.is_retryable(),
-            };
-            sink.change(true, |s| s.failed(failure));
+            let mut last = sink.state.clone();
+            last.failed(e.runner_failure());
+            // Best effort (the store may be what failed): a failed write is logged, and the
+            // run's own error stays the one reported. Written before the final state is sent,
+            // as on success (see `steps`).
+            if let Some(record) = &plan.record {
+                let _ = record
+                    .write_or_warn(&last, &ObjectStoreOpts::from_env(), WRITE_TIMEOUT)
+                    .await;
+            }
+            sink.change(true, |s| *s = last);
             Err(e)
         }
     }
@@ -188,6 +199,9 @@ fn run_blocking(
 
 async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError> {
     let bytes = fetch(&plan.source, plan.limits.max_bytes, plan.fetch_timeout).await?;
+    // Recorded in `status.json` (sent with the next change).
+    sink.state.source_sha256 = Some(hex::encode(Sha256::digest(&bytes)));
+    sink.state.source_bytes = Some(bytes.len() as u64);
 
     let mut options = plan.options.clone();
     let models = resolve_models(&plan.onnx, &mut options).await?;
@@ -241,12 +255,25 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
     let outputs = try_join_all(writes).await?;
     let storing = started.elapsed();
     sink.close_stage(storing);
-    sink.change(true, |s| {
-        s.outputs = outputs;
-        s.regions = output.regions.iter().map(region_status).collect();
-        s.finished(Stage::Storing, storing);
-        s.done();
-    });
+    let mut last = sink.state.clone();
+    last.outputs = outputs;
+    last.regions = output.regions.iter().map(region_status).collect();
+    last.finished(Stage::Storing, storing);
+    last.done();
+    // `status.json` is the last upload: after the outputs (it lists them, and must never name
+    // an output that is not there) and before the final status write (sent below). If the
+    // pod dies between the two, the file says Succeeded while the ClothJob does not list the
+    // outputs yet; the runner did not exit 0, so the Job retries and the next attempt
+    // overwrites the file, and if no attempt is left the file still describes outputs that
+    // exist. The other order would lose more: a pod dying after the final status write (the
+    // ClothJob Succeeded, soon deleted by its TTL) would leave no record, or an earlier failed
+    // attempt's, beside the outputs. Written first, a failure to write it can also be
+    // reported in that final status write (`runnerFailure`, reason ResultNotRecorded) instead
+    // of failing the succeeded job.
+    if let Some(record) = &plan.record {
+        last.not_recorded = record.write_or_warn(&last, &opts, WRITE_TIMEOUT).await;
+    }
+    sink.change(true, |s| *s = last);
     Ok(Finished {
         state: sink.state.clone(),
         output,

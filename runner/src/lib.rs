@@ -7,6 +7,7 @@ pub mod options;
 pub mod pod;
 pub mod process;
 pub mod progress;
+pub mod result;
 pub mod source;
 pub mod store;
 pub mod writer;

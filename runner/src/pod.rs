@@ -5,12 +5,15 @@
 //! once; [`contract::EXIT_TRANSIENT`] is retried. SIGTERM and SIGINT stop the run at once
 //! (the pipeline's worker thread is not waited for): a best-effort `Interrupted` failure is
 //! written within a few seconds and the runner exits with the transient code.
+//!
+//! Every attempt that gets as far as reading its ClothJob leaves `status.json` in the job's
+//! output directory (see [`crate::result`]), succeeded or failed, interrupted included.
 
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use clothjob_api::{ClothJob, RunnerFailure, contract};
+use clothjob_api::{ClothJob, contract};
 use clothjob_pipeline::Limits;
 use kube::Client;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -22,14 +25,15 @@ use crate::execute::{Plan, execute};
 use crate::options::{
     gemini, gemini_api_key_from_env, onnx_models, pipeline_options, remote_remover,
 };
+use crate::result::{JobRecord, WRITE_TIMEOUT, redact_source};
 use crate::source::SourceLocation;
-use crate::store::output_dir;
+use crate::store::{ObjectStoreOpts, output_dir};
 use crate::writer::{ApiCallError, Backoff, Latest, StatusTarget, write_updates};
 
 /// Env var naming the file of a Secret or ConfigMap source (set by the operator).
 pub const ENV_SOURCE_FILE: &str = "CLOTHJOB_SOURCE_FILE";
 
-/// How long an interrupted runner spends on its last status write.
+/// How long an interrupted runner spends on its last status write (and `status.json`).
 const INTERRUPTED_WRITE: Duration = Duration::from_secs(5);
 /// At most one progress write per this interval within a stage.
 const WRITE_INTERVAL: Duration = Duration::from_millis(500);
@@ -97,6 +101,8 @@ struct Session {
     namespace: String,
     latest: Latest,
     writer: Option<JoinHandle<Result<usize, ApiCallError>>>,
+    /// Where this attempt's `status.json` goes, once the ClothJob was read.
+    record: Option<JobRecord>,
 }
 
 impl Session {
@@ -110,6 +116,7 @@ impl Session {
             namespace,
             latest: Latest::default(),
             writer: None,
+            record: None,
         })
     }
 
@@ -187,25 +194,64 @@ fn finish(e: &RunError) -> i32 {
 
 /// The last word of a run that stopped outside the pipeline (interrupted, or a spec the
 /// runner cannot use): the latest state, failed with `e`, written best effort within
-/// [`INTERRUPTED_WRITE`].
+/// [`INTERRUPTED_WRITE`] to the status and (once the ClothJob was read) to `status.json`.
 async fn record_failure(session: &Session, e: &RunError) {
     let mut state = session.latest.get().unwrap_or_default();
-    state.failed(RunnerFailure {
-        reason: e.category().to_string(),
-        message: e.to_string(),
-        retryable: e.is_retryable(),
-    });
+    state.failed(e.runner_failure());
     let status = state.to_status();
     let write = session.target.apply_retrying(&status, Backoff::INTERRUPTED);
-    match tokio::time::timeout(INTERRUPTED_WRITE, write).await {
-        Ok(Ok(())) => tracing::info!(reason = e.category(), "recorded the failure in the status"),
-        Ok(Err(err)) => tracing::warn!(error = %err, "could not record the failure"),
+    // Both at once, not `status.json` first as at the end of a run: an interrupted pod has a
+    // few seconds before SIGKILL, and either write may be the one that gets through.
+    let record = async {
+        if let Some(r) = &session.record {
+            let _ = r
+                .write_or_warn(&state, &ObjectStoreOpts::from_env(), INTERRUPTED_WRITE)
+                .await;
+        }
+    };
+    match tokio::time::timeout(INTERRUPTED_WRITE, futures::future::join(write, record)).await {
+        Ok((Ok(()), ())) => {
+            tracing::info!(reason = e.category(), "recorded the failure in the status")
+        }
+        Ok((Err(err), ())) => tracing::warn!(error = %err, "could not record the failure"),
         Err(_) => tracing::warn!("could not record the failure in time"),
     }
 }
 
+/// `status.json` of an attempt that ends because a status write failed for good (the
+/// apiserver away for the whole back-off, or the ClothJob gone or replaced): the latest state,
+/// failed with `e`, best effort. The status itself is not written: that is what failed.
+async fn record_only(session: &Session, e: &RunError) {
+    if let Some(r) = &session.record {
+        let mut state = session.latest.get().unwrap_or_default();
+        state.failed(e.runner_failure());
+        let _ = r
+            .write_or_warn(&state, &ObjectStoreOpts::from_env(), WRITE_TIMEOUT)
+            .await;
+    }
+}
+
+/// Where and for whom this attempt's `status.json` is written.
+fn job_record(cj: &ClothJob, namespace: &str, name: &str, uid: &str, attempt: i32) -> JobRecord {
+    JobRecord {
+        namespace: namespace.into(),
+        name: name.into(),
+        uid: uid.into(),
+        generation: cj.metadata.generation,
+        attempt,
+        source: redact_source(&cj.spec.source),
+        output_dir: output_dir(&cj.spec.output.uri, namespace, name, uid),
+    }
+}
+
 /// The plan of `cj`, for this pod.
-fn plan(cj: &ClothJob, namespace: &str, name: &str, uid: &str) -> Result<Plan, RunError> {
+fn plan(
+    cj: &ClothJob,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    attempt: i32,
+) -> Result<Plan, RunError> {
     Ok(Plan {
         source: source_location(cj)?,
         options: pipeline_options(&cj.spec.pipeline, &cj.spec.output)?,
@@ -215,6 +261,7 @@ fn plan(cj: &ClothJob, namespace: &str, name: &str, uid: &str) -> Result<Plan, R
         remote_remover: remote_remover(&cj.spec.pipeline),
         gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
         onnx: onnx_models(&cj.spec.pipeline)?,
+        record: Some(job_record(cj, namespace, name, uid, attempt)),
     })
 }
 
@@ -230,7 +277,8 @@ async fn run(session: &mut Session) -> Result<(), RunError> {
     let namespace = session.namespace.clone();
     let name = session.target.name().to_string();
     let uid = session.target.uid().to_string();
-    let plan = match plan(&cj, &namespace, &name, &uid) {
+    session.record = Some(job_record(&cj, &namespace, &name, &uid, attempt));
+    let plan = match plan(&cj, &namespace, &name, &uid, attempt) {
         Ok(p) => p,
         Err(e) => {
             // Also resets what an earlier attempt left in the status.
@@ -248,10 +296,17 @@ async fn run(session: &mut Session) -> Result<(), RunError> {
     )));
     // The first update `execute` sends is a fresh state: it resets what an earlier attempt
     // left in the status (progress, stages, outputs, runnerFailure).
-    let result = tokio::select! {
-        r = execute(&plan, tx) => r,
+    let ran = tokio::select! {
+        r = execute(&plan, tx) => Ok(r),
         // The writer only stops early when a status write failed for good.
-        w = &mut *writer => return Err(writer_failure(w)),
+        w = &mut *writer => Err(writer_failure(w)),
+    };
+    let result = match ran {
+        Ok(r) => r,
+        Err(e) => {
+            record_only(session, &e).await;
+            return Err(e);
+        }
     };
     // The channel is closed once `execute` returns; the writer writes the final state.
     let written = writer.await;
@@ -261,8 +316,13 @@ async fn run(session: &mut Session) -> Result<(), RunError> {
             tracing::info!(writes, "status writes");
             f
         }
-        // The outputs are stored but not listed in the status: not done.
-        (Ok(_), w) => return Err(writer_failure(w)),
+        // The outputs are stored but not listed in the status: not done. `status.json`, written
+        // as Succeeded before the final status write, now says what the exit code says.
+        (Ok(_), w) => {
+            let e = writer_failure(w);
+            record_only(session, &e).await;
+            return Err(e);
+        }
         (Err(e), Ok(Ok(_))) => return Err(e),
         (Err(e), w) => {
             tracing::warn!(error = %writer_failure(w), "the final status write failed too");

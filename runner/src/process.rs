@@ -195,6 +195,7 @@ async fn process_inner(
         remote_remover: remote_remover(&pipeline),
         gemini: gemini(&pipeline, gemini_api_key_from_env())?,
         onnx: onnx_models(&pipeline)?,
+        record: None,
     };
     let started = Instant::now();
     let (tx, mut rx) = unbounded_channel::<crate::progress::Update>();

@@ -27,6 +27,16 @@ pub struct RunState {
     pub regions: Vec<RegionStatus>,
     /// The failure, once failed.
     pub failure: Option<RunnerFailure>,
+    /// When the attempt started (`startedAt` of `status.json`).
+    pub started_at: Time,
+    /// sha256 of the source bytes, hex, once read.
+    pub source_sha256: Option<String>,
+    /// Size of the source bytes, once read.
+    pub source_bytes: Option<u64>,
+    /// Why the attempt's `status.json` could not be written, on a run that otherwise
+    /// succeeded: reported as `status.runnerFailure` with reason
+    /// [`crate::result::NOT_RECORDED`] (the run still succeeds).
+    pub not_recorded: Option<String>,
 }
 
 impl Default for RunState {
@@ -65,6 +75,10 @@ impl RunState {
             outputs: Vec::new(),
             regions: Vec::new(),
             failure: None,
+            started_at: now(),
+            source_sha256: None,
+            source_bytes: None,
+            not_recorded: None,
         }
     }
 
@@ -134,7 +148,9 @@ impl RunState {
     /// The runner-owned fields of the status. Empty lists and a missing failure are left
     /// out, so that a server-side apply with the runner's field manager removes what an
     /// earlier attempt wrote there: the first write of an attempt (a fresh [`RunState`])
-    /// resets progress, stages, outputs, regions and the runner failure.
+    /// resets progress, stages, outputs, regions and the runner failure. A succeeded run whose
+    /// `status.json` could not be written reports that as its runner failure
+    /// ([`crate::result::NOT_RECORDED`], not retryable), its outputs still listed.
     pub fn to_status(&self) -> ClothJobStatus {
         fn non_empty<T: Clone>(v: &[T]) -> Option<Vec<T>> {
             (!v.is_empty()).then(|| v.to_vec())
@@ -145,7 +161,15 @@ impl RunState {
             stages: Some(self.stages.clone()),
             outputs: non_empty(&self.outputs),
             regions: non_empty(&self.regions),
-            runner_failure: self.failure.clone(),
+            runner_failure: self.failure.clone().or_else(|| {
+                self.not_recorded.as_ref().map(|why| RunnerFailure {
+                    reason: crate::result::NOT_RECORDED.into(),
+                    message: format!(
+                        "the outputs are stored and listed, but the record of the attempt is not: {why}"
+                    ),
+                    retryable: false,
+                })
+            }),
             ..Default::default()
         }
     }
@@ -335,5 +359,29 @@ mod tests {
         });
         assert!(s.outputs.is_empty());
         assert_eq!(s.to_status().outputs, None);
+    }
+    #[test]
+    fn an_unwritten_record_is_reported_beside_the_outputs_of_a_success() {
+        let mut s = RunState::new();
+        s.outputs.push(OutputStatus {
+            name: "cutout".into(),
+            ..Default::default()
+        });
+        s.done();
+        s.not_recorded = Some("writing file:///out/status.json: disk full".into());
+        let st = s.to_status();
+        let f = st.runner_failure.clone().expect("no runnerFailure");
+        assert_eq!(f.reason, crate::result::NOT_RECORDED);
+        assert!(!f.retryable);
+        assert!(f.message.contains("disk full"), "{f:?}");
+        assert_eq!(st.outputs.map(|o| o.len()), Some(1));
+        assert_eq!(st.stage.as_deref(), Some("done"));
+        // A run's own failure wins.
+        s.failed(RunnerFailure {
+            reason: "Transient".into(),
+            message: "storing output cutout: reset".into(),
+            retryable: true,
+        });
+        assert_eq!(s.to_status().runner_failure.unwrap().reason, "Transient");
     }
 }

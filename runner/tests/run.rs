@@ -12,7 +12,11 @@
 //! - a write with another uid (a re-created ClothJob of the same name) is refused and writes
 //!   nothing; the runner of a replaced ClothJob fails at once;
 //! - the first write of an attempt removes what the previous attempt left (outputs,
-//!   runnerFailure), and leaves the operator's fields alone.
+//!   runnerFailure), and leaves the operator's fields alone;
+//! - `status.json`, the attempt's record: written to a real S3-compatible store (`s3s-fs`)
+//!   after the outputs on success, beside the outputs on a bad image, an unusable spec and
+//!   SIGTERM; one that cannot be written is reported (`runnerFailure` ResultNotRecorded, a
+//!   warning) while the job still succeeds.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -29,11 +33,13 @@ use clothjob_api::{
     ClothJob, ClothJobStatus, OutputStatus, RegionStatus, RunnerFailure, StageState, contract,
 };
 use clothjob_runner::progress::RunState;
+use clothjob_runner::result::{self, ClothJobResult, Outcome};
 use clothjob_runner::writer::{ApiCallError, Backoff, StatusTarget};
-use clothjob_testenv::{ControlPlane, bins::workspace_root, wait_for};
+use clothjob_testenv::{ControlPlane, S3Server, bins::workspace_root, wait_for};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use support::{MockServer, Reply};
 
 /// Holds requests until [`Gate::open`]; counts the requests that arrived.
@@ -92,10 +98,12 @@ struct Case {
 
 impl Case {
     /// Creates ClothJob `name` in a fresh namespace with `spec` (a JSON object); outputs go
-    /// to `file://<dir>/out`.
+    /// to `file://<dir>/out` unless `spec` names an `output`.
     async fn create(cp: &ControlPlane, name: &str, mut spec: Value) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        spec["output"] = json!({ "uri": format!("file://{}/out", dir.path().display()) });
+        if spec.get("output").is_none() {
+            spec["output"] = json!({ "uri": format!("file://{}/out", dir.path().display()) });
+        }
         let ns = cp.create_namespace(&format!("run-{name}")).await?;
         let mut case = Self {
             ns,
@@ -154,6 +162,17 @@ impl Case {
     /// Starts `clothjob-runner run` for this ClothJob as the admin of `cp`, with the
     /// environment the operator gives a pod (uid, scratch dir, allowed networks).
     fn start_runner(&self, cp: &ControlPlane, uid: &str) -> Result<tokio::process::Child> {
+        self.start_runner_with(cp, uid, &[])
+    }
+
+    /// [`start_runner`](Self::start_runner) with more environment variables (the keys of an
+    /// output credentials Secret).
+    fn start_runner_with(
+        &self,
+        cp: &ControlPlane,
+        uid: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<tokio::process::Child> {
         let scratch = self.dir.path().join("scratch");
         std::fs::create_dir_all(&scratch)?;
         let log = std::fs::File::create(self.log_path())?;
@@ -170,6 +189,7 @@ impl Case {
             .env("HOME", &scratch)
             .env("TMPDIR", &scratch)
             .env("RUST_LOG", "info")
+            .envs(extra.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -371,6 +391,12 @@ async fn a_runner_that_cannot_list_its_outputs_exits_transient_not_0() -> Result
     let status = case.status(&cp).await?;
     assert_eq!(status.outputs, None, "{status:?}");
     assert_eq!(status.stage.as_deref(), Some("fetching"));
+    // The record, first written as Succeeded after the outputs, says what the exit code says.
+    let record = file_result(&case)?;
+    assert_eq!(record.outcome, Outcome::Failed, "{record:?}");
+    let failure = record.failure.context("no failure in the record")?;
+    assert_eq!(failure.reason, "Transient", "{failure:?}");
+    assert!(failure.message.contains("no success in"), "{failure:?}");
     Ok(())
 }
 
@@ -440,6 +466,13 @@ async fn sigterm_stops_a_blocked_pipeline_with_exit_75_and_interrupted() -> Resu
     assert_eq!(stages[0].name, "backgroundRemoval");
     assert_eq!(stages[0].state, StageState::Failed, "{stages:?}");
     assert_eq!(status.outputs, None);
+
+    // The interrupted attempt's record, written within the same few seconds.
+    let record = file_result(&case)?;
+    assert_eq!(record.outcome, Outcome::Failed);
+    assert_eq!(record.failure.as_ref(), Some(&failure));
+    assert_eq!(record.stages[0].state, StageState::Failed);
+    assert!(record.source.sha256.is_some(), "{record:?}");
     Ok(())
 }
 
@@ -478,6 +511,16 @@ async fn a_spec_the_runner_cannot_use_exits_43_with_the_reason_in_the_status() -
     assert!(!failure.retryable);
     assert!(failure.message.contains("GEMINI_API_KEY"), "{failure:?}");
     assert_eq!(status.stage.as_deref(), Some("failed"));
+
+    // Recorded beside the (absent) outputs too; the source was never read.
+    let record = file_result(&case)?;
+    assert_eq!(record.outcome, Outcome::Failed);
+    assert_eq!(record.failure, Some(failure));
+    assert_eq!(
+        record.source.spec.url.as_deref(),
+        Some("http://127.0.0.1:9/never.png")
+    );
+    assert_eq!((record.source.sha256, record.outputs.len()), (None, 0));
     Ok(())
 }
 
@@ -667,6 +710,245 @@ async fn the_first_write_of_an_attempt_removes_what_the_last_attempt_left() -> R
     // The operator's fields are not the runner's to remove.
     assert_eq!(after.attempts, Some(1));
     assert!(after.phase.is_some());
+    Ok(())
+}
+
+/// The case's output directory under a `file://` output prefix at `<dir>/out`.
+fn file_output_dir(case: &Case) -> PathBuf {
+    case.dir
+        .path()
+        .join("out")
+        .join(&case.ns)
+        .join(&case.name)
+        .join(&case.uid)
+}
+
+/// The `status.json` the runner left in the case's `file://` output directory.
+fn file_result(case: &Case) -> Result<ClothJobResult> {
+    let path = file_output_dir(case).join(result::FILE_NAME);
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("{}; log:\n{}", path.display(), case.log()))?;
+    serde_json::from_slice(&bytes).with_context(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_is_recorded_in_status_json_as_the_last_upload_to_s3() -> Result<()> {
+    common_tracing();
+    let cp = ControlPlane::shared().await?;
+    install_crds(cp).await?;
+    let store_root = tempfile::tempdir()?;
+    let s3 = S3Server::start(store_root.path()).await?;
+    s3.create_bucket("catalog")?;
+    let dir = tempfile::tempdir()?;
+    let png = photo_bytes(dir.path());
+    let photos = {
+        let png = png.clone();
+        MockServer::start(move |_, _| Reply::new(200, "image/png", png.clone()))
+    };
+    // A presigned-style URL: its token must not reach the record.
+    let url = format!(
+        "{}/tshirt.png?X-Amz-Signature=s3cr3t-token&X-Amz-Expires=60",
+        photos.url()
+    );
+    let case = Case::create(
+        cp,
+        "record-s3",
+        json!({
+            "source": { "url": url },
+            "output": { "uri": "s3://catalog/jobs/", "credentialsSecretName": "s3-creds" },
+        }),
+    )
+    .await?;
+    let mut runner = case.start_runner_with(
+        cp,
+        &case.uid,
+        &[
+            ("AWS_ENDPOINT", s3.endpoint()),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", s3.access_key()),
+            ("AWS_SECRET_ACCESS_KEY", s3.secret_key()),
+            ("AWS_REGION", s3.region()),
+        ],
+    )?;
+    let code = case
+        .wait_exit(&mut runner, Duration::from_secs(120))
+        .await?;
+    assert_eq!(code.code(), Some(0), "log:\n{}", case.log());
+    let status = case.status(cp).await?;
+    assert_eq!(status.runner_failure, None, "{status:?}");
+    let outputs = status.outputs.clone().unwrap_or_default();
+    assert_eq!(outputs.len(), 7, "{outputs:?}");
+
+    // Read back through the store's own directory: `<root>/<bucket>/<key>`.
+    let key_dir = format!("jobs/{}/{}/{}", case.ns, case.name, case.uid);
+    let on_disk = |uri: &str| -> PathBuf {
+        let key = uri
+            .strip_prefix("s3://catalog/")
+            .expect("an s3://catalog/ uri");
+        s3.root().join("catalog").join(key)
+    };
+    let record_path = s3.root().join("catalog").join(&key_dir).join("status.json");
+    let text = std::fs::read_to_string(&record_path)
+        .with_context(|| format!("{}; log:\n{}", record_path.display(), case.log()))?;
+    let record: ClothJobResult = serde_json::from_str(&text)?;
+    let raw: Value = serde_json::from_str(&text)?;
+    assert_eq!(raw["apiVersion"], result::API_VERSION);
+    assert_eq!(raw["kind"], result::KIND);
+    assert_eq!(record.outcome, Outcome::Succeeded);
+    assert_eq!(record.failure, None);
+    assert_eq!(
+        (
+            record.namespace.as_str(),
+            record.name.as_str(),
+            record.uid.as_str()
+        ),
+        (case.ns.as_str(), case.name.as_str(), case.uid.as_str())
+    );
+    assert_eq!((record.generation, record.attempt), (Some(1), 1));
+    assert!(record.started_at.0 <= record.finished_at.0, "{record:?}");
+    // The same outputs as the status lists, each stored with the sha256 recorded.
+    assert_eq!(record.outputs, outputs);
+    let record_written = std::fs::metadata(&record_path)?.modified()?;
+    for o in &record.outputs {
+        assert!(
+            o.uri.starts_with(&format!("s3://catalog/{key_dir}/")),
+            "{}",
+            o.uri
+        );
+        let path = on_disk(&o.uri);
+        let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+        assert_eq!(sha256_hex(&bytes), o.sha256, "{}", o.name);
+        assert_eq!(bytes.len() as i64, o.bytes, "{}", o.name);
+        // status.json is the last upload.
+        assert!(
+            std::fs::metadata(&path)?.modified()? <= record_written,
+            "{} written after status.json",
+            o.name
+        );
+    }
+    assert_eq!(
+        record.source.sha256.as_deref(),
+        Some(sha256_hex(&png).as_str())
+    );
+    assert_eq!(record.source.bytes, Some(png.len() as u64));
+    assert_eq!(
+        record.source.spec.url.as_deref(),
+        Some(format!("{}/tshirt.png", photos.url()).as_str())
+    );
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("X-Amz"),
+        "{text}"
+    );
+    let storing = record.stages.last().context("no stages")?;
+    assert_eq!(
+        (storing.name.as_str(), storing.state),
+        ("storing", StageState::Succeeded)
+    );
+    assert!(
+        record
+            .stages
+            .iter()
+            .all(|s| matches!(s.state, StageState::Succeeded | StageState::Skipped)),
+        "{:?}",
+        record.stages
+    );
+    assert_eq!(Some(record.stages.clone()), status.stages);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_image_is_recorded_in_status_json_as_failed() -> Result<()> {
+    common_tracing();
+    let cp = ControlPlane::shared().await?;
+    install_crds(cp).await?;
+    let body = b"this is not an image".to_vec();
+    let server = {
+        let body = body.clone();
+        MockServer::start(move |_, _| Reply::new(200, "image/png", body.clone()))
+    };
+    let case = Case::create(
+        cp,
+        "record-bad",
+        builtin_spec(&format!("{}/tshirt.png", server.url())),
+    )
+    .await?;
+    let mut runner = case.start_runner(cp, &case.uid)?;
+    let code = case.wait_exit(&mut runner, Duration::from_secs(60)).await?;
+    assert_eq!(
+        code.code(),
+        Some(contract::EXIT_BAD_INPUT),
+        "log:\n{}",
+        case.log()
+    );
+    let status = case.status(cp).await?;
+    let failure = status.runner_failure.context("no runnerFailure")?;
+    assert_eq!(failure.reason, "BadInput", "{failure:?}");
+
+    let record = file_result(&case)?;
+    assert_eq!(record.outcome, Outcome::Failed);
+    assert_eq!(record.failure, Some(failure));
+    assert_eq!(record.outputs, vec![]);
+    assert_eq!(
+        record.source.sha256.as_deref(),
+        Some(sha256_hex(&body).as_str())
+    );
+    assert_eq!(Some(record.stages.clone()), status.stages);
+    assert!(
+        record.stages.iter().all(|s| s.state != StageState::Running),
+        "{:?}",
+        record.stages
+    );
+    // Nothing else was stored.
+    let files: Vec<_> = std::fs::read_dir(file_output_dir(&case))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(files, vec![std::ffi::OsString::from("status.json")]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_that_cannot_be_written_is_reported_and_the_job_still_succeeds() -> Result<()> {
+    common_tracing();
+    let cp = ControlPlane::shared().await?;
+    install_crds(cp).await?;
+    let dir = tempfile::tempdir()?;
+    let photos = photo_server(dir.path(), None);
+    let case = Case::create(
+        cp,
+        "record-lost",
+        builtin_spec(&format!("{}/tshirt.png", photos.url())),
+    )
+    .await?;
+    // A directory where the file goes: the outputs can be stored, status.json cannot.
+    std::fs::create_dir_all(file_output_dir(&case).join(result::FILE_NAME))?;
+    let mut runner = case.start_runner(cp, &case.uid)?;
+    let code = case
+        .wait_exit(&mut runner, Duration::from_secs(120))
+        .await?;
+    assert_eq!(code.code(), Some(0), "log:\n{}", case.log());
+    let status = case.status(cp).await?;
+    assert_eq!(status.stage.as_deref(), Some("done"));
+    assert_eq!(status.progress, Some(100));
+    assert_outputs(&case, &status);
+    let failure = status
+        .runner_failure
+        .context("the lost record is not reported")?;
+    assert_eq!(failure.reason, result::NOT_RECORDED, "{failure:?}");
+    assert!(!failure.retryable);
+    assert!(failure.message.contains("status.json"), "{failure:?}");
+    let log = case.log();
+    let warned = log
+        .lines()
+        .find(|l| l.contains("could not write the attempt's record"))
+        .with_context(|| format!("no warning; log:\n{log}"))?;
+    assert!(
+        warned.contains("WARN") && warned.contains("status.json"),
+        "{warned}"
+    );
     Ok(())
 }
 
