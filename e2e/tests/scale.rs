@@ -8,16 +8,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use clothjob_api::{Phase, conditions};
+use anyhow::{Context, Result, bail, ensure};
+use clothjob_api::{ClothJob, Phase, conditions};
 use clothjob_e2e::sample::tshirt_jpeg;
 use clothjob_e2e::source_server::SourceServer;
 use clothjob_e2e::{Case, wait_condition};
 use clothjob_testenv::wait_for;
 use k8s_openapi::api::batch::v1::Job;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 
 const MINUTE: Duration = Duration::from_secs(60);
+/// The whole Kueue case, once its namespace and operator are up: well under the 10 minutes a
+/// CI step allows, so a stuck case fails with diagnostics instead of hanging.
+const KUEUE_CASE_LIMIT: Duration = Duration::from_secs(5 * 60);
 
 fn manifest(name: &str, source_url: &str, output: &str, labels: &str, extra: &str) -> String {
     format!(
@@ -136,4 +139,149 @@ fn job_done(job: &Job) -> bool {
             cs.iter()
                 .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
         })
+}
+
+/// Waits until the ClothJob has finished (Complete or Failed true) and returns it, so a job
+/// that failed ends the wait at once with its status rather than at the time-out.
+async fn wait_finished(api: &Api<ClothJob>, name: &str, timeout: Duration) -> Result<ClothJob> {
+    wait_for(
+        &format!("ClothJob {name} to finish (Complete or Failed)"),
+        timeout,
+        Duration::from_millis(200),
+        || async {
+            let cj = api.get(name).await?;
+            let conds = cj
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default();
+            let done = conditions::is_true(&conds, conditions::COMPLETE)
+                || conditions::is_true(&conds, conditions::FAILED);
+            Ok(done.then_some(cj))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kueue_suspended_job_keeps_its_clothjob_queued_until_resumed() -> Result<()> {
+    // The operator's own limit (1) does not apply to ClothJobs that Kueue governs: both get
+    // their Job at once.
+    let case = Case::with_operator_args("kueue", &["--max-concurrent-jobs=1"]).await?;
+    match tokio::time::timeout(KUEUE_CASE_LIMIT, kueue_case(&case)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => bail!("{e:#}\n{}", case.diagnostics()),
+        Err(_) => bail!(
+            "the Kueue case did not finish within {KUEUE_CASE_LIMIT:?}\n{}",
+            case.diagnostics()
+        ),
+    }
+}
+
+async fn kueue_case(case: &Case) -> Result<()> {
+    let src =
+        SourceServer::start_in(case.cluster(), tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
+    // One by the label, one by spec.queueName.
+    let by_label = ", labels: {kueue.x-k8s.io/queue-name: team-a}";
+    case.create(&manifest(
+        "by-label",
+        &src.url("photo.jpg"),
+        &case.output(),
+        by_label,
+        "",
+    ))
+    .await?;
+    case.create(&manifest(
+        "by-spec",
+        &src.url("photo.jpg"),
+        &case.output(),
+        "",
+        "  queueName: team-b\n",
+    ))
+    .await?;
+    let api = case.clothjobs();
+    let job_api: Api<Job> = Api::namespaced(case.client.clone(), &case.ns);
+    let mut job_names = BTreeMap::new();
+    for (name, queue) in [("by-label", "team-a"), ("by-spec", "team-b")] {
+        let cj = wait_for(
+            &format!("{name} Queued with reason SuspendedByKueue"),
+            MINUTE,
+            Duration::from_millis(200),
+            || async {
+                let cj = api.get(name).await?;
+                let s = cj.status.clone().unwrap_or_default();
+                let conds = s.conditions.clone().unwrap_or_default();
+                let reason = conditions::find(&conds, conditions::WAITING)
+                    .filter(|c| c.status == "True")
+                    .map(|c| c.reason.clone());
+                Ok((s.phase == Some(Phase::Queued)
+                    && reason.as_deref() == Some("SuspendedByKueue"))
+                .then_some(cj))
+            },
+        )
+        .await?;
+        let status = cj.status.unwrap_or_default();
+        ensure!(
+            status.queue_position.is_none(),
+            "{name}: a queuePosition under Kueue: {:?}",
+            status.queue_position
+        );
+        let job_name = status.job_name.context("no status.jobName")?;
+        let job = job_api.get(&job_name).await?;
+        ensure!(
+            job.spec.as_ref().and_then(|s| s.suspend) == Some(true),
+            "{name}: its Job {job_name} was not created suspended"
+        );
+        let labels = job.metadata.labels.unwrap_or_default();
+        let label = labels.get("kueue.x-k8s.io/queue-name").map(String::as_str);
+        ensure!(
+            label == Some(queue),
+            "{name}: the Job's queue label is {label:?}, not {queue}"
+        );
+        job_names.insert(name, job_name);
+    }
+    // Both were seen Queued: still so, still suspended, no pod (the operator leaves suspend
+    // alone and its own limit of 1 did not hold the second back).
+    for (name, job_name) in &job_names {
+        let cj = api.get(name).await?;
+        let phase = cj.status.and_then(|s| s.phase);
+        ensure!(
+            phase == Some(Phase::Queued),
+            "{name}: {phase:?} while suspended"
+        );
+        let job = job_api.get(job_name).await?;
+        ensure!(
+            job.spec.and_then(|s| s.suspend) == Some(true),
+            "{name}: its Job was resumed by someone other than the test"
+        );
+        let pods = case.runner_pods(name).await?.len();
+        ensure!(pods == 0, "{name}: {pods} runner pod(s) while suspended");
+    }
+    // Kueue admits them: suspend false. They leave Queued and run to completion.
+    for job_name in job_names.values() {
+        let patch = serde_json::json!({"spec": {"suspend": false}});
+        job_api
+            .patch(job_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    for (name, job_name) in &job_names {
+        let cj = wait_finished(&api, name, 3 * MINUTE).await?;
+        let status = cj.status.unwrap_or_default();
+        ensure!(
+            status.phase == Some(Phase::Succeeded),
+            "{name} ended {:?}: {:?}: {:?}",
+            status.phase,
+            status.reason,
+            status.message
+        );
+        // The operator never suspended it again.
+        let job = job_api.get(job_name).await?;
+        ensure!(
+            job.spec.and_then(|s| s.suspend) == Some(false),
+            "{name}: its Job was suspended again"
+        );
+    }
+    let owners: Vec<String> = jobs(case).await?.iter().map(owner).collect();
+    ensure!(owners.len() == 2, "one Job per ClothJob: {owners:?}");
+    Ok(())
 }
