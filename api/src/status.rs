@@ -176,6 +176,11 @@ pub struct StageStatus {
     /// Duration of the stage in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
+    /// Why the stage ran on `backend`, for a stage that chooses at run time
+    /// (backgroundRemoval on `auto`: the built-in remover's confidence and the path taken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub detail: Option<String>,
 }
 
 /// State of one pipeline stage.

@@ -711,6 +711,7 @@ mod tests {
             started_at: Some(time(5_000)),
             finished_at: Some(time(5_200)),
             duration_ms: None,
+            detail: None,
         };
         let weird = StageStatus {
             name: "weird".into(),

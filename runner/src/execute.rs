@@ -74,8 +74,14 @@ async fn resolve_models(
     if let Some(m) = &models.background_removal {
         let (path, family) = one(m, StageName::BackgroundRemoval).await?;
         if let Some(o) = options.background_removal.as_mut() {
-            o.backend = BackgroundRemovalBackend::Onnx {
-                model_path: path.clone(),
+            // `auto` keeps choosing at run time; the model is its fallback.
+            o.backend = match o.backend {
+                BackgroundRemovalBackend::Auto { .. } => BackgroundRemovalBackend::Auto {
+                    model_path: Some(path.clone()),
+                },
+                _ => BackgroundRemovalBackend::Onnx {
+                    model_path: path.clone(),
+                },
             };
         }
         local.background_removal = Some((path, family));
@@ -258,7 +264,7 @@ async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError
     let mut last = sink.state.clone();
     last.outputs = outputs;
     last.regions = output.regions.iter().map(region_status).collect();
-    last.finished(Stage::Storing, storing);
+    last.finished(Stage::Storing, "objectStore", storing);
     last.done();
     // `status.json` is the last upload: after the outputs (it lists them, and must never name
     // an output that is not there) and before the final status write (sent below). If the

@@ -115,6 +115,30 @@ struct StageLine {
     name: String,
     backend: String,
     duration_ms: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// What background removal on `auto` decided, and from what.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AutoLine {
+    backend: String,
+    confidence: ConfidenceLine,
+    threshold: f32,
+    reason: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfidenceLine {
+    value: f32,
+    contrast: f32,
+    border: f32,
+    near_backdrop: f32,
+    near_distance: f32,
+    border_fit: f32,
+    garment_found: bool,
 }
 
 #[derive(Serialize)]
@@ -139,6 +163,8 @@ struct Report {
     regions: Vec<clothjob_api::RegionStatus>,
     /// The `segments` map's legend: value, name, colour shown (issue 11).
     labels: Vec<LabelLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    background_removal_auto: Option<AutoLine>,
 }
 
 #[derive(Serialize)]
@@ -237,12 +263,14 @@ fn write_report(input: &Path, out: &Path, f: &Finished, total: Duration) -> Resu
             name: s.name.as_str().to_string(),
             backend: s.backend.clone(),
             duration_ms: s.duration.as_millis(),
+            detail: s.detail.clone(),
         })
         .collect();
     stages.push(StageLine {
         name: "storing".into(),
         backend: "file".into(),
         duration_ms: f.storing.as_millis(),
+        detail: None,
     });
     let report = Report {
         input: input.display().to_string(),
@@ -272,6 +300,20 @@ fn write_report(input: &Path, out: &Path, f: &Finished, total: Duration) -> Resu
                 color: l.color,
             })
             .collect(),
+        background_removal_auto: f.output.auto_removal.as_ref().map(|a| AutoLine {
+            backend: a.backend.clone(),
+            confidence: ConfidenceLine {
+                value: a.confidence.value,
+                contrast: a.confidence.contrast,
+                border: a.confidence.border,
+                near_backdrop: a.confidence.near_backdrop,
+                near_distance: a.confidence.near_distance,
+                border_fit: a.confidence.border_fit,
+                garment_found: a.confidence.garment_found,
+            },
+            threshold: a.threshold,
+            reason: a.reason.clone(),
+        }),
     };
     let path = out.join("report.json");
     let text =

@@ -106,10 +106,19 @@ impl RunState {
         self.advance(progress_within(stage, fraction));
     }
 
-    /// A stage finished after `duration`.
-    pub fn finished(&mut self, stage: Stage, duration: Duration) {
+    /// Which backend made a stage's result and why (a stage that chose at run time).
+    pub fn detail(&mut self, stage: Stage, backend: &str, detail: &str) {
+        if let Some(e) = self.entry(stage) {
+            e.backend = Some(backend.into());
+            e.detail = Some(detail.chars().take(1024).collect());
+        }
+    }
+
+    /// A stage finished after `duration` on `backend`.
+    pub fn finished(&mut self, stage: Stage, backend: &str, duration: Duration) {
         if let Some(e) = self.entry(stage) {
             e.state = StageState::Succeeded;
+            e.backend = Some(backend.into());
             e.finished_at = Some(now());
             e.duration_ms = Some(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX));
         }
@@ -251,9 +260,18 @@ impl ProgressSink for ChannelSink {
     fn stage_progress(&mut self, stage: StageName, fraction: f64) {
         self.change(false, |s| s.fraction(api_stage(stage), fraction));
     }
-    fn stage_finished(&mut self, stage: StageName, _backend: &str, duration: Duration) {
+    fn stage_finished(&mut self, stage: StageName, backend: &str, duration: Duration) {
         self.close_stage(duration);
-        self.change(true, |s| s.finished(api_stage(stage), duration));
+        self.change(true, |s| s.finished(api_stage(stage), backend, duration));
+    }
+    fn stage_detail(&mut self, stage: StageName, backend: &str, detail: &str) {
+        tracing::info!(
+            stage = api_stage(stage).name(),
+            backend,
+            detail,
+            "stage backend chosen"
+        );
+        self.change(true, |s| s.detail(api_stage(stage), backend, detail));
     }
     fn stage_skipped(&mut self, stage: StageName) {
         self.change(true, |s| s.skipped(api_stage(stage)));
@@ -277,7 +295,7 @@ mod tests {
         ] {
             s.started(st, "builtin");
             s.fraction(st, 0.5);
-            s.finished(st, Duration::from_millis(12));
+            s.finished(st, "builtin", Duration::from_millis(12));
             seen.push(s.progress);
         }
         s.done();
