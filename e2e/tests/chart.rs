@@ -640,6 +640,48 @@ fn network_policy_only_when_enabled() {
 }
 
 #[test]
+fn network_policy_lets_traces_reach_the_otlp_collector_only_when_set() {
+    let otlp_rule = |args: &[&str]| {
+        let mut all = vec!["--set", "networkPolicy.enabled=true"];
+        all.extend_from_slice(args);
+        let objs = objects(&all).unwrap();
+        let egress = the(&objs, "NetworkPolicy")["spec"]["egress"].clone();
+        let rules = egress.as_sequence().cloned().unwrap_or_default();
+        assert!(rules.len() == 2 || rules.len() == 3, "{rules:?}");
+        rules.get(2).cloned()
+    };
+    assert_eq!(otlp_rule(&[]), None, "no endpoint: no collector egress");
+    assert_eq!(
+        otlp_rule(&[
+            "--set",
+            "otlp.endpoint=http://otel-collector.monitoring:4318"
+        ]),
+        Some(y("{ports: [{protocol: TCP, port: 4318}]}"))
+    );
+    assert_eq!(
+        otlp_rule(&[
+            "--set",
+            "otlp.endpoint=https://collector.example:9443/otlp",
+            "--set",
+            "networkPolicy.otlp.to[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
+        ]),
+        Some(y(
+            "{ports: [{protocol: TCP, port: 9443}], to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}}]}"
+        ))
+    );
+    assert_eq!(
+        otlp_rule(&["--set", "otlp.endpoint=https://collector.example"]),
+        Some(y("{ports: [{protocol: TCP, port: 443}]}")),
+        "https without a port: 443"
+    );
+    assert_eq!(
+        otlp_rule(&["--set", "otlp.endpoint=http://collector"]),
+        Some(y("{ports: [{protocol: TCP, port: 4318}]}")),
+        "http without a port: OTLP/HTTP's 4318"
+    );
+}
+
+#[test]
 fn watch_namespaces_renders_a_role_and_binding_in_each_namespace() {
     let cluster = objects(&[]).unwrap();
     let cluster_rules = of_kind(&cluster, "ClusterRole")

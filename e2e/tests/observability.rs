@@ -215,6 +215,57 @@ impl Prometheus {
             .collect())
     }
 
+    /// A range query's series as (labels, [[unix seconds, value]]); NaN points dropped.
+    async fn range(
+        &self,
+        q: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<(BTreeMap<String, String>, Vec<[f64; 2]>)>> {
+        let resp: Value = self
+            .http
+            .get(format!("{}/api/v1/query_range", self.url))
+            .query(&[
+                ("query", q.to_string()),
+                ("start", format!("{start:.3}")),
+                ("end", format!("{end:.3}")),
+                ("step", format!("{step:.3}")),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        if resp["status"] != "success" {
+            bail!("range query {q} failed: {resp}");
+        }
+        let mut out = Vec::new();
+        for r in resp["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let labels = r["metric"]
+                .as_object()
+                .context("metric labels")?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect();
+            let points = r["values"]
+                .as_array()
+                .context("values")?
+                .iter()
+                .filter_map(|p| {
+                    let t = p[0].as_f64()?;
+                    let v = p[1].as_str()?.parse::<f64>().ok()?;
+                    v.is_finite().then_some([t, v])
+                })
+                .collect();
+            out.push((labels, points));
+        }
+        Ok(out)
+    }
+
     /// Waits until the instant query `q` returns one sample equal to `want`.
     async fn wait_value(&self, q: &str, want: f64) -> Result<()> {
         wait_for(
@@ -228,6 +279,92 @@ impl Prometheus {
         )
         .await
     }
+}
+
+/// The dashboard panels drawn in README's picture, in reading order.
+const PICTURE_PANELS: [&str; 6] = [
+    "Stage latency p50 / p95 / p99 (succeeded runs)",
+    "Share of job time by stage",
+    "Per-stage table over the time range (stage, p50, p95, share)",
+    "Jobs by phase",
+    "Throughput (finished jobs per minute)",
+    "Job duration (created to finished)",
+];
+
+/// `{{label}}` placeholders of a Grafana legend filled from a series' labels.
+fn legend(format: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut out = format.to_string();
+    for (k, v) in labels {
+        out = out.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    out
+}
+
+/// The picture's panels as Prometheus answers their queries over the run (range queries
+/// for time series with a 1m rate window, the instant table over the run): the input of
+/// `cargo xtask dashboard-picture`.
+async fn dashboard_data(
+    prom: &Prometheus,
+    start: std::time::SystemTime,
+    end: std::time::SystemTime,
+) -> Result<Value> {
+    let secs = |t: std::time::SystemTime| -> Result<f64> {
+        Ok(t.duration_since(std::time::UNIX_EPOCH)?.as_secs_f64())
+    };
+    let (start, end) = (secs(start)?, secs(end)?);
+    let step = ((end - start) / 150.0).max(1.0);
+    let range_secs = (end - start).ceil() as u64 + 60;
+    let board = dashboard();
+    let mut panels = Vec::new();
+    for title in PICTURE_PANELS {
+        let p = board["panels"]
+            .as_array()
+            .context("panels")?
+            .iter()
+            .find(|p| p["title"] == title)
+            .with_context(|| format!("panel {title:?} in the dashboard"))?;
+        let defaults = &p["fieldConfig"]["defaults"];
+        let mut series = Vec::new();
+        let mut rows = Vec::new();
+        for t in p["targets"].as_array().context("targets")? {
+            let expr = t["expr"]
+                .as_str()
+                .context("expr")?
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", &format!("{range_secs}s"))
+                .replace("$namespace", OPERATOR_NAMESPACE);
+            if p["type"] == "table" {
+                for (l, v) in prom.samples(&expr).await? {
+                    rows.push(serde_json::json!({
+                        "stage": l.get("stage"),
+                        "stat": l.get("stat"),
+                        "value": v,
+                    }));
+                }
+                continue;
+            }
+            let format = t["legendFormat"].as_str().unwrap_or_default();
+            for (l, points) in prom.range(&expr, start, end, step).await? {
+                series.push(serde_json::json!({"name": legend(format, &l), "points": points}));
+            }
+        }
+        panels.push(serde_json::json!({
+            "title": title,
+            "type": p["type"],
+            "unit": defaults["unit"],
+            "stacking": defaults["custom"]["stacking"]["mode"],
+            "series": series,
+            "rows": rows,
+        }));
+    }
+    Ok(serde_json::json!({
+        "source": "e2e/tests/observability.rs (prometheus_sees_every_stage_once_and_the_dashboard_and_rules_work)",
+        "start": start,
+        "end": end,
+        "step": step,
+        "rateInterval": "1m",
+        "panels": panels,
+    }))
 }
 
 fn manifest(name: &str, url: &str, output: &str, retries: u32) -> String {
@@ -388,6 +525,7 @@ fn stage_failed(cj: &ClothJob, stage: &str) -> bool {
 async fn prometheus_sees_every_stage_once_and_the_dashboard_and_rules_work() -> Result<()> {
     let mut case = Case::new("observe").await?;
     let mut prom = Prometheus::start(&case.operator.http).await?;
+    let started = std::time::SystemTime::now();
     let src =
         SourceServer::start_in(case.cluster(), tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
     let api: Api<ClothJob> = case.clothjobs();
@@ -569,6 +707,23 @@ async fn prometheus_sees_every_stage_once_and_the_dashboard_and_rules_work() -> 
             );
         }
     }
+    // The data of the README's dashboard picture (`cargo xtask dashboard-picture`).
+    let picture = dashboard_data(&prom, started, std::time::SystemTime::now()).await?;
+    let drawn = picture["panels"].as_array().cloned().unwrap_or_default();
+    assert_eq!(drawn.len(), PICTURE_PANELS.len(), "{picture}");
+    for p in &drawn {
+        let has_points = p["series"].as_array().is_some_and(|s| {
+            s.iter()
+                .any(|s| s["points"].as_array().is_some_and(|p| !p.is_empty()))
+        });
+        let has_rows = p["rows"].as_array().is_some_and(|r| !r.is_empty());
+        assert!(has_points || has_rows, "picture panel without data: {p}");
+    }
+    let data_path = bins::workspace_root().join("target/e2e-dashboard-data.json");
+    std::fs::create_dir_all(data_path.parent().context("target dir")?)?;
+    std::fs::write(&data_path, serde_json::to_string_pretty(&picture)?)?;
+    eprintln!("dashboard data written to {}", data_path.display());
+
     // Every rule expression parses (and the rules were loaded).
     for (name, e) in rule_exprs() {
         prom.query(&e)

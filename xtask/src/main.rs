@@ -16,7 +16,8 @@ tasks:
   test [ARGS]  fmt check, clippy -D warnings, helm lint, test set-up, then cargo test --workspace [ARGS]
   demo [--keep] [--debug]  the sample ClothJob on a real one-node cluster (shipped images, chart by helm) with live progress; --keep: stay up until Ctrl-C
   bench        the anchors of ../shared/bench and our pipeline in one run, as ratios
-  images [--debug]  the operator and runner images as OCI archives in target/images (no daemon)";
+  images [--debug]  the operator and runner images as OCI archives in target/images (no daemon)
+  dashboard-picture [DATA]  draw docs/dashboard.svg from a real run's Prometheus data (default: target/e2e-dashboard-data.json, written by the observability e2e test)";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +29,7 @@ fn main() -> Result<()> {
         "demo" => demo::run(&args[1..]),
         "bench" => bench::run(),
         "images" => xtask::images::run(&args[1..]),
+        "dashboard-picture" => xtask::dashboard::run(&args[1..], &root()),
         "help" | "-h" | "--help" => {
             println!("{USAGE}");
             Ok(())
