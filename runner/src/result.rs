@@ -287,7 +287,7 @@ mod tests {
         s.source_bytes = Some(1234);
         for stage in Stage::ALL {
             s.started(stage, "builtin");
-            s.finished(stage, Duration::from_millis(7));
+            s.finished(stage, "builtin", Duration::from_millis(7));
         }
         s.outputs = vec![OutputStatus {
             name: "cutout".into(),
