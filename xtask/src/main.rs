@@ -58,6 +58,72 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// A step running in the background, its output in a log file (not interleaved with the
+/// foreground steps'); killed if dropped before it was waited for (an earlier step failed).
+struct Background {
+    what: &'static str,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Background {
+    fn start(what: &'static str, cmd: &mut Command, log: &Path) -> Result<Self> {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let out =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out
+            .try_clone()
+            .with_context(|| format!("opening {}", log.display()))?;
+        eprintln!("==> {what} (in the background, log: {})", log.display());
+        // Its own process group, so that a kill reaches apt-get and pip too.
+        let child = std::os::unix::process::CommandExt::process_group(cmd, 0)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        Ok(Self {
+            what,
+            log: log.to_path_buf(),
+            child: Some(child),
+        })
+    }
+
+    /// Waits for the step; on failure its log is printed and the step named.
+    fn wait(mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        eprintln!("==> waiting for {}", self.what);
+        let status = child
+            .wait()
+            .with_context(|| format!("waiting for {}", self.what))?;
+        if !status.success() {
+            eprintln!("{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+            bail!(
+                "{} failed ({status}); its log is {}",
+                self.what,
+                self.log.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Writes crds/ and the chart's CRD template from the Rust types.
 fn gen_crds() -> Result<()> {
     let files = [
@@ -98,6 +164,13 @@ fn build_k8s() -> Result<PathBuf> {
 
 /// The project's checks and tests, as CI runs them.
 fn test(extra: &[String]) -> Result<()> {
+    // Mostly downloads and installs (apt, pip, the model): in the background while the
+    // CPU-bound steps below compile, waited for before the tests that need it.
+    let setup = Background::start(
+        "test dependencies (scripts/setup-test-deps.sh: the real node's packages, rembg, u2netp, ONNX Runtime, checkov)",
+        Command::new("bash").arg(root().join("scripts/setup-test-deps.sh")),
+        &root().join("target/setup-test-deps.log"),
+    )?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
@@ -120,10 +193,7 @@ fn test(extra: &[String]) -> Result<()> {
             .arg("lint")
             .arg(root().join("charts/clothjob-operator")),
     )?;
-    run(
-        "test dependencies (scripts/setup-test-deps.sh: the real node's packages, rembg, u2netp, ONNX Runtime, checkov)",
-        Command::new("bash").arg(root().join("scripts/setup-test-deps.sh")),
-    )?;
+    setup.wait()?;
     let mut cmd = cargo();
     cmd.args(["test", "--workspace"]).args(extra);
     for (var, value) in test_env()? {
@@ -162,4 +232,69 @@ fn test_env() -> Result<Vec<(&'static str, PathBuf)>> {
         ("CLOTHJOB_U2NETP", cache.join("u2net/u2netp.onnx")),
         ("CLOTHJOB_REMBG", venv.join("bin/rembg")),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("xtask-{}-{name}.log", std::process::id()))
+    }
+
+    #[test]
+    fn a_failed_background_step_fails_with_its_name_and_its_log_kept() {
+        let path = log("fail");
+        let step = Background::start(
+            "failing step",
+            Command::new("bash").args(["-c", "echo boom; exit 3"]),
+            &path,
+        )
+        .unwrap();
+        let err = step.wait().unwrap_err().to_string();
+        assert!(err.contains("failing step failed"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "boom\n");
+        let ok = Background::start("fine", Command::new("true").arg("x"), &path).unwrap();
+        ok.wait().unwrap();
+    }
+
+    #[test]
+    fn a_background_step_dropped_unwaited_is_killed_with_its_children() {
+        let path = log("kill");
+        let pidfile = log("kill-pid");
+        let step = Background::start(
+            "long step",
+            Command::new("bash").args([
+                "-c",
+                &format!("sleep 600 & echo $! > {}; wait", pidfile.display()),
+            ]),
+            &path,
+        )
+        .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let pid = loop {
+            if let Ok(p) = std::fs::read_to_string(&pidfile)
+                && !p.trim().is_empty()
+            {
+                break p.trim().to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "no child started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        drop(step);
+        // The grandchild (`sleep`) got the group's SIGTERM: it is gone once reaped by init,
+        // which may take a moment.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} still runs"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
