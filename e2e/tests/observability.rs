@@ -525,6 +525,12 @@ fn stage_failed(cj: &ClothJob, stage: &str) -> bool {
 async fn prometheus_sees_every_stage_once_and_the_dashboard_and_rules_work() -> Result<()> {
     let mut case = Case::new("observe").await?;
     let mut prom = Prometheus::start(&case.operator.http).await?;
+    // rate() sees a job's finish only if a sample from before it is stored: wait for the
+    // first scrape of the zero-initialised series before any job runs (else, on a slow
+    // machine, the series may first be scraped at its final count and show no increase).
+    prom.wait_value("sum(clothjob_job_duration_seconds_count)", 0.0)
+        .await
+        .context("Prometheus' first scrape of the operator")?;
     let started = std::time::SystemTime::now();
     let src =
         SourceServer::start_in(case.cluster(), tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
