@@ -91,6 +91,32 @@ pub struct ClothJobSpec {
     /// concurrency limits do not apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_name: Option<String>,
+
+    /// Whether this job may take the outputs of an identical one instead of running the
+    /// pipeline: same source bytes (sha256), same pipeline and output settings, same
+    /// namespace, succeeded within the operator's reuse window (or still running: then this
+    /// one waits for it). Default `IfIdentical`; `Never` always runs the pipeline.
+    #[serde(default, skip_serializing_if = "ReusePolicy::is_default")]
+    pub reuse: ReusePolicy,
+}
+
+/// Whether a ClothJob may reuse the outputs of an identical one.
+#[derive(
+    schemars::JsonSchema, Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum ReusePolicy {
+    /// Reuse the outputs of an identical succeeded job of the same namespace, or wait for an
+    /// identical one that is running, instead of running the pipeline again.
+    #[default]
+    IfIdentical,
+    /// Always run the pipeline (for example to compare a new Gemini answer).
+    Never,
+}
+
+impl ReusePolicy {
+    fn is_default(&self) -> bool {
+        *self == ReusePolicy::IfIdentical
+    }
 }
 
 fn is_zero(n: &i32) -> bool {

@@ -19,6 +19,7 @@ pub const OPERATOR_FIELDS: &[&str] = &[
     "completionTime",
     "announcedStages",
     "queuePosition",
+    "reuse",
 ];
 
 /// The status fields the runner writes (with its field manager).
@@ -29,6 +30,9 @@ pub const RUNNER_FIELDS: &[&str] = &[
     "outputs",
     "regions",
     "runnerFailure",
+    "sourceSha256",
+    "reuseKey",
+    "reusedFrom",
 ];
 
 /// Observed state of a ClothJob.
@@ -124,6 +128,70 @@ pub struct ClothJobStatus {
     /// runner), for runners whose termination message is lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_failure: Option<RunnerFailure>,
+
+    /// sha256 of the source bytes the runner fetched, hex (written by the runner).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(equal = 64))]
+    pub source_sha256: Option<String>,
+
+    /// What identical jobs share (written by the runner once the source is read, unless
+    /// `spec.reuse` is `Never`): sha256 over the source's sha256, the pipeline and output
+    /// settings (not the output location or credentials) and the runner's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(equal = 64))]
+    pub reuse_key: Option<String>,
+
+    /// The ClothJob whose outputs this one copied instead of running the pipeline (written
+    /// by the runner once the copies are stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+
+    /// The operator's decision for this job's `reuseKey`: run the pipeline, wait for an
+    /// identical job that is running, or reuse the outputs of one that succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<ReuseStatus>,
+}
+
+/// The operator's reuse decision for one `reuseKey`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReuseStatus {
+    /// The `reuseKey` this decision is about.
+    pub key: String,
+    /// Run, Wait or Reuse.
+    pub decision: ReuseDecision,
+    /// The identical ClothJob waited for (Wait) or reused (Reuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// The outputs to copy (Reuse): that job's `status.outputs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<OutputStatus>>,
+    /// That job's `status.regions` (Reuse).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regions: Option<Vec<RegionStatus>>,
+}
+
+/// What the runner does with an identical job.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReuseDecision {
+    /// No identical job to take from or wait for: run the pipeline.
+    #[default]
+    Run,
+    /// An identical job is running: wait for its outcome.
+    Wait,
+    /// An identical job succeeded: copy its outputs.
+    Reuse,
+}
+
+impl ReuseDecision {
+    /// The decision as written in the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReuseDecision::Run => "Run",
+            ReuseDecision::Wait => "Wait",
+            ReuseDecision::Reuse => "Reuse",
+        }
+    }
 }
 
 /// Summary phase of a ClothJob.
@@ -286,6 +354,10 @@ mod tests {
             start_time: Some(t.clone()),
             completion_time: Some(t),
             runner_failure: Some(RunnerFailure::default()),
+            source_sha256: Some("s".into()),
+            reuse_key: Some("k".into()),
+            reused_from: Some("f".into()),
+            reuse: Some(ReuseStatus::default()),
         };
         let value = serde_json::to_value(&full).unwrap();
         let mut keys: Vec<&str> = value

@@ -125,6 +125,14 @@ pub struct OperatorConfig {
     )]
     pub default_ttl_seconds_after_finished: u32,
 
+    /// Seconds after it succeeded that a ClothJob's outputs are reused by an identical
+    /// ClothJob of the same namespace (same source bytes, pipeline and output settings)
+    /// instead of running the pipeline again (and an identical ClothJob that is running is
+    /// waited for); 0 turns reuse off. A ClothJob deleted by its TTL is not
+    /// reused: the effective window is at most the TTL.
+    #[arg(long, env = "CLOTHJOB_REUSE_WINDOW_SECONDS", default_value_t = 86400)]
+    pub reuse_window_seconds: u64,
+
     /// ClothJobs reconciled at once (never two reconciles of the same one).
     #[arg(long, env = "CLOTHJOB_RECONCILE_CONCURRENCY", default_value_t = 16)]
     pub reconcile_concurrency: u16,
@@ -191,6 +199,7 @@ impl OperatorConfig {
             max_concurrent_jobs: 0,
             max_concurrent_jobs_per_namespace: 0,
             default_ttl_seconds_after_finished: 21600,
+            reuse_window_seconds: 86400,
             reconcile_concurrency: 16,
             reconcile_debounce_ms: 25,
             leader_elect: false,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clothjob_api::conditions::{self, COMPLETE, FAILED, RUNNING, WAITING};
-use clothjob_api::{ClothJob, ClothJobStatus, Phase, StageState, contract};
+use clothjob_api::{ClothJob, ClothJobStatus, Phase, ReuseDecision, StageState, contract};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -108,6 +108,7 @@ pub fn operator_fields(s: &ClothJobStatus) -> ClothJobStatus {
         reason: s.reason.clone(),
         start_time: s.start_time.clone(),
         completion_time: s.completion_time.clone(),
+        reuse: s.reuse.clone(),
         ..Default::default()
     }
 }
@@ -467,7 +468,10 @@ fn succeeded_job(
         fail(cj, draft, d, "OutputsMissing", &msg, done.clone());
         return;
     }
-    let msg = format!("{n} outputs written after {attempts} attempt(s)");
+    let msg = match &cur.reused_from {
+        Some(from) => format!("{n} outputs copied from the identical ClothJob {from}"),
+        None => format!("{n} outputs written after {attempts} attempt(s)"),
+    };
     draft.finish(Phase::Succeeded, "Succeeded", &msg, done.clone());
     d.events.push(EventSpec {
         warning: false,
@@ -563,6 +567,7 @@ fn in_progress(
             });
         }
     }
+    reuse_decision(observed, old, draft, d);
     let waiting = pods::waiting(&observed.pods, &observed.failed_create, failed);
     // A wait in a queue (the operator's, or Kueue's suspended Job) is not a pod waiting to
     // start: it neither counts toward the pending time-out nor hides a first Warning.
@@ -634,6 +639,44 @@ fn in_progress(
         draft.new.reason = Some(reason.to_string());
         draft.new.message = Some(msg);
     }
+}
+
+/// The reuse decision for the key the runner reported goes into `status.reuse` (the runner
+/// polls for it); waiting for or reusing an identical job is announced once per key.
+fn reuse_decision(observed: &Observed, old: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
+    let Some(r) = &observed.reuse else {
+        return;
+    };
+    let before = old.reuse.as_ref().filter(|o| o.key == r.key);
+    if before.map(|b| b.decision) != Some(r.decision) {
+        let other = r.job.as_deref().unwrap_or("another job");
+        let note = match r.decision {
+            ReuseDecision::Wait => Some((
+                "WaitingForDuplicate",
+                format!("an identical job ({other}) is running: waiting for its outputs"),
+            )),
+            ReuseDecision::Reuse => Some((
+                "ReusingOutputs",
+                format!(
+                    "an identical job ({other}) succeeded: copying its {} outputs",
+                    r.outputs.as_ref().map_or(0, Vec::len)
+                ),
+            )),
+            ReuseDecision::Run => None,
+        };
+        if let Some((reason, note)) = note {
+            d.events.push(EventSpec {
+                warning: false,
+                reason: reason.into(),
+                note,
+                ..Default::default()
+            });
+        }
+    }
+    if r.decision == ReuseDecision::Wait {
+        d.requeue_after = Some(crate::reuse::WAIT_RECHECK);
+    }
+    draft.new.reuse = Some(r.clone());
 }
 
 /// The runner pod waited longer than the pending time-out: fail with its waiting reason and

@@ -12,5 +12,6 @@ pub mod observe;
 pub mod pods;
 pub mod queue;
 pub mod reconcile;
+pub mod reuse;
 pub mod server;
 pub mod smoke;

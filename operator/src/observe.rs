@@ -23,6 +23,10 @@ pub struct Observed {
     /// What the concurrency limits say, for a ClothJob that has no Job yet (computed by the
     /// reconciler from the ClothJob cache; `Start` when there are no limits).
     pub admission: crate::queue::Admission,
+    /// The reuse decision for the `reuseKey` the runner reported (computed by the
+    /// reconciler from the ClothJob cache, see [`crate::reuse`]); `None` when the ClothJob
+    /// takes no part in reuse.
+    pub reuse: Option<clothjob_api::ReuseStatus>,
 }
 
 /// The watch caches of one controller scope.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clothjob_api::{ClothJob, contract};
+use clothjob_api::{ClothJob, ReuseDecision, ReuseStatus, contract};
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -49,7 +49,14 @@ pub struct Context {
     /// Per controller scope, the sender that makes the controller reconcile a ClothJob (wakes
     /// queued ClothJobs when a slot frees up).
     wake: Mutex<HashMap<String, mpsc::UnboundedSender<ClothJob>>>,
+    /// Per (namespace, reuseKey), the ClothJob this process last let run the pipeline, so
+    /// identical jobs reconciled before that decision reaches the cache wait for it. Lost on
+    /// a restart: the decisions themselves are in each ClothJob's `status.reuse`.
+    claims: Mutex<HashMap<(String, String), String>>,
 }
+
+/// Claims kept before finished or vanished claimants are dropped.
+const CLAIMS_PRUNE_AT: usize = 1024;
 
 /// ClothJobs whose change the ClothJob cache may not show yet, by `namespace/name`.
 #[derive(Default)]
@@ -76,6 +83,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             overlay: Mutex::new(Overlay::default()),
             wake: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
         }
     }
 
@@ -184,6 +192,39 @@ impl Context {
         }
     }
 
+    /// The reuse decision for a ClothJob whose runner reported a `reuseKey` (see
+    /// [`crate::reuse`]), from the ClothJob cache and this process' claims; a decision to run
+    /// makes it the key's claimant.
+    fn reuse(&self, cj: &ClothJob, caches: &Caches) -> Option<ReuseStatus> {
+        if self.config.reuse_window_seconds == 0 {
+            return None;
+        }
+        let key = crate::reuse::reuse_key(cj)?.to_string();
+        let ns = cj.namespace().unwrap_or_default();
+        let all = caches.clothjobs.state();
+        let mut claims = self.claims.lock().ok()?;
+        let slot = (ns, key);
+        let d = crate::reuse::decide_reuse(
+            cj,
+            all.iter().map(|c| c.as_ref()),
+            claims.get(&slot).map(String::as_str),
+            Duration::from_secs(self.config.reuse_window_seconds),
+            Timestamp::now(),
+        )?;
+        if d.decision == ReuseDecision::Run {
+            claims.insert(slot, cj.name_any());
+        }
+        if claims.len() > CLAIMS_PRUNE_AT {
+            let alive: HashSet<(String, String)> = all
+                .iter()
+                .filter(|c| !queue::is_finished(c))
+                .map(|c| (c.namespace().unwrap_or_default(), c.name_any()))
+                .collect();
+            claims.retain(|(ns, _), name| alive.contains(&(ns.clone(), name.clone())));
+        }
+        Some(d)
+    }
+
     /// The caches of the scope that holds `namespace`.
     fn caches_for(&self, namespace: &str) -> Result<Caches, Error> {
         let map = self
@@ -237,6 +278,9 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
         && cj.metadata.deletion_timestamp.is_none();
     if waits_for_a_slot {
         observed.admission = ctx.admit(&cj);
+    }
+    if observed.job.is_some() {
+        observed.reuse = ctx.reuse(&cj, &caches);
     }
     let name = job_name(&cj)?;
     let mut decision = decide(&cj, &observed, &ctx.settings(), &name, Timestamp::now());

@@ -101,6 +101,10 @@ fn load(path: &Path) -> (ClothJob, Observed, Settings, Timestamp, Value) {
             },
         },
     };
+    // `reuse: {key, decision, job, outputs}`: the reuse decision the reconciler computed.
+    let reuse = fx
+        .get("reuse")
+        .map(|r| serde_json::from_value::<clothjob_api::ReuseStatus>(r.clone()).unwrap());
     let now: Timestamp = fx
         .get("now")
         .and_then(Value::as_str)
@@ -115,6 +119,7 @@ fn load(path: &Path) -> (ClothJob, Observed, Settings, Timestamp, Value) {
             pods,
             failed_create,
             admission,
+            reuse,
         },
         settings,
         now,
@@ -192,6 +197,10 @@ fn check(path: &Path) {
             "{}",
             ctx("requeueAtLeastSeconds")
         );
+    }
+    if let Some(v) = expect.get("reuseDecision").and_then(Value::as_str) {
+        let got = status.reuse.as_ref().map(|r| r.decision.as_str());
+        assert_eq!(got, Some(v), "{}", ctx("reuseDecision"));
     }
     if let Some(v) = expect.get("delete").and_then(Value::as_bool) {
         assert_eq!(d.delete, v, "{}", ctx("delete"));

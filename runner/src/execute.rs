@@ -19,6 +19,7 @@ use crate::error::RunError;
 use crate::options::{OnnxModelRef, OnnxModels, RemoteRemoverSettings};
 use crate::progress::{ChannelSink, RunState, Update};
 use crate::result::{JobRecord, WRITE_TIMEOUT};
+use crate::reuse::{ReuseGate, Verdict, copy_outputs, reuse_key};
 use crate::source::{SourceLocation, fetch};
 use crate::store::{ObjectStoreOpts, put};
 
@@ -44,6 +45,9 @@ pub struct Plan {
     /// The ClothJob whose attempt is recorded in `status.json` in `output_dir`; `None` for
     /// a local `process` run (it writes `report.json` instead).
     pub record: Option<JobRecord>,
+    /// Taking part in duplicate reuse (a pod whose ClothJob does not say `reuse: Never`);
+    /// `None` for a local `process` run.
+    pub reuse: Option<ReuseGate>,
 }
 
 /// The local model files of a run, once fetched and checked.
@@ -203,11 +207,77 @@ fn run_blocking(
     clothjob_pipeline::run_with(bytes, options, limits, sink, &backends)
 }
 
+/// Reports the run's reuse key and waits for the operator's decision; with a decision to
+/// reuse, copies the identical job's outputs and finishes the run (`Some`). A copy that fails
+/// (the outputs deleted, another store's credentials) is logged and the pipeline runs.
+async fn try_reuse(
+    plan: &Plan,
+    gate: &ReuseGate,
+    sink: &mut ChannelSink,
+) -> Result<Option<Finished>, RunError> {
+    let Some(sha) = sink.state.source_sha256.clone() else {
+        return Ok(None);
+    };
+    let key = reuse_key(&sha, &gate.settings);
+    sink.change(true, |s| s.reuse_key = Some(key.clone()));
+    let decision = match gate.await_verdict(&key).await? {
+        Verdict::Run(why) => {
+            tracing::info!(why, "running the pipeline");
+            return Ok(None);
+        }
+        Verdict::Reuse(d) => d,
+    };
+    let from = decision.job.clone().unwrap_or_default();
+    let started = Instant::now();
+    sink.open_stage(Stage::Storing, "objectStore");
+    sink.change(true, |s| s.started(Stage::Storing, "objectStore"));
+    let opts = ObjectStoreOpts::from_env();
+    let wanted = decision.outputs.clone().unwrap_or_default();
+    let outputs = match copy_outputs(&wanted, &plan.output_dir, plan.fetch_timeout, &opts).await {
+        Ok(o) if !o.is_empty() => o,
+        Ok(_) => {
+            tracing::warn!(%from, "the identical job lists no outputs: running the pipeline");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!(%from, error = %e, "could not copy the identical job's outputs: running the pipeline");
+            return Ok(None);
+        }
+    };
+    let storing = started.elapsed();
+    sink.close_stage(storing);
+    tracing::info!(%from, outputs = outputs.len(), ms = storing.as_millis() as u64, "copied the outputs of an identical job");
+    let mut last = sink.state.clone();
+    last.outputs = outputs;
+    last.regions = decision.regions.clone().unwrap_or_default();
+    last.reused(&from, storing);
+    last.done();
+    if let Some(record) = &plan.record {
+        last.not_recorded = record.write_or_warn(&last, &opts, WRITE_TIMEOUT).await;
+    }
+    sink.change(true, |s| *s = last);
+    Ok(Some(Finished {
+        state: sink.state.clone(),
+        output: RunOutput {
+            outputs: Vec::new(),
+            stages: Vec::new(),
+            regions: Vec::new(),
+            auto_removal: None,
+        },
+        storing,
+    }))
+}
+
 async fn steps(plan: &Plan, sink: &mut ChannelSink) -> Result<Finished, RunError> {
     let bytes = fetch(&plan.source, plan.limits.max_bytes, plan.fetch_timeout).await?;
     // Recorded in `status.json` (sent with the next change).
     sink.state.source_sha256 = Some(hex::encode(Sha256::digest(&bytes)));
     sink.state.source_bytes = Some(bytes.len() as u64);
+    if let Some(gate) = &plan.reuse
+        && let Some(f) = try_reuse(plan, gate, sink).await?
+    {
+        return Ok(f);
+    }
 
     let mut options = plan.options.clone();
     let models = resolve_models(&plan.onnx, &mut options).await?;

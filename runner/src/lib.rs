@@ -8,6 +8,7 @@ pub mod pod;
 pub mod process;
 pub mod progress;
 pub mod result;
+pub mod reuse;
 pub mod source;
 pub mod store;
 pub mod writer;

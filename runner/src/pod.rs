@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use clothjob_api::{ClothJob, contract};
+use clothjob_api::{ClothJob, ReusePolicy, contract};
 use clothjob_pipeline::Limits;
 use kube::Client;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -26,6 +26,7 @@ use crate::options::{
     gemini, gemini_api_key_from_env, onnx_models, pipeline_options, remote_remover,
 };
 use crate::result::{JobRecord, WRITE_TIMEOUT, redact_source};
+use crate::reuse::{ReuseGate, settings_of};
 use crate::source::SourceLocation;
 use crate::store::{ObjectStoreOpts, output_dir};
 use crate::writer::{ApiCallError, Backoff, Latest, StatusTarget, write_updates};
@@ -247,6 +248,7 @@ fn job_record(cj: &ClothJob, namespace: &str, name: &str, uid: &str, attempt: i3
 /// The plan of `cj`, for this pod.
 fn plan(
     cj: &ClothJob,
+    target: &StatusTarget,
     namespace: &str,
     name: &str,
     uid: &str,
@@ -262,6 +264,10 @@ fn plan(
         gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
         onnx: onnx_models(&cj.spec.pipeline)?,
         record: Some(job_record(cj, namespace, name, uid, attempt)),
+        reuse: (cj.spec.reuse != ReusePolicy::Never).then(|| ReuseGate {
+            target: target.clone(),
+            settings: settings_of(cj),
+        }),
     })
 }
 
@@ -278,7 +284,7 @@ async fn run(session: &mut Session) -> Result<(), RunError> {
     let name = session.target.name().to_string();
     let uid = session.target.uid().to_string();
     session.record = Some(job_record(&cj, &namespace, &name, &uid, attempt));
-    let plan = match plan(&cj, &namespace, &name, &uid, attempt) {
+    let plan = match plan(&cj, &session.target, &namespace, &name, &uid, attempt) {
         Ok(p) => p,
         Err(e) => {
             // Also resets what an earlier attempt left in the status.

@@ -222,6 +222,7 @@ async fn process_inner(
         gemini: gemini(&pipeline, gemini_api_key_from_env())?,
         onnx: onnx_models(&pipeline)?,
         record: None,
+        reuse: None,
     };
     let started = Instant::now();
     let (tx, mut rx) = unbounded_channel::<crate::progress::Update>();

@@ -37,6 +37,11 @@ pub struct RunState {
     /// succeeded: reported as `status.runnerFailure` with reason
     /// [`crate::result::NOT_RECORDED`] (the run still succeeds).
     pub not_recorded: Option<String>,
+    /// The reuse key of the run (see [`crate::reuse`]), once the source is read, when the
+    /// run takes part in reuse.
+    pub reuse_key: Option<String>,
+    /// The identical ClothJob whose outputs were copied instead of running the pipeline.
+    pub reused_from: Option<String>,
 }
 
 impl Default for RunState {
@@ -79,6 +84,8 @@ impl RunState {
             source_sha256: None,
             source_bytes: None,
             not_recorded: None,
+            reuse_key: None,
+            reused_from: None,
         }
     }
 
@@ -133,6 +140,21 @@ impl RunState {
         self.advance(progress_after(stage));
     }
 
+    /// The outputs of the identical ClothJob `from` were copied in `storing`: every pipeline
+    /// stage skipped (saying so), storing succeeded.
+    pub fn reused(&mut self, from: &str, storing: Duration) {
+        let detail = format!("not run: the outputs were copied from the identical ClothJob {from}");
+        for stage in Stage::ALL.into_iter().filter(|s| *s != Stage::Storing) {
+            self.skipped(stage);
+            if let Some(e) = self.entry(stage) {
+                e.detail = Some(detail.clone());
+            }
+        }
+        self.started(Stage::Storing, "objectStore");
+        self.finished(Stage::Storing, "objectStore", storing);
+        self.reused_from = Some(from.to_string());
+    }
+
     /// Everything finished: 100 %.
     pub fn done(&mut self) {
         self.stage = "done".into();
@@ -170,6 +192,9 @@ impl RunState {
             stages: Some(self.stages.clone()),
             outputs: non_empty(&self.outputs),
             regions: non_empty(&self.regions),
+            source_sha256: self.source_sha256.clone(),
+            reuse_key: self.reuse_key.clone(),
+            reused_from: self.reused_from.clone(),
             runner_failure: self.failure.clone().or_else(|| {
                 self.not_recorded.as_ref().map(|why| RunnerFailure {
                     reason: crate::result::NOT_RECORDED.into(),
