@@ -367,9 +367,11 @@ async fn dashboard_data(
     }))
 }
 
+/// The jobs here share one photo and settings: `reuse: Never` makes each run the pipeline,
+/// which is what the metrics are checked for.
 fn manifest(name: &str, url: &str, output: &str, retries: u32) -> String {
     format!(
-        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: {name}}}\nspec:\n  source: {{url: '{url}'}}\n  output: {output}\n  retries: {retries}\n"
+        "apiVersion: closetconnect.io/v1alpha1\nkind: ClothJob\nmetadata: {{name: {name}}}\nspec:\n  source: {{url: '{url}'}}\n  output: {output}\n  retries: {retries}\n  reuse: Never\n"
     )
 }
 

@@ -1,6 +1,7 @@
 //! End-to-end (issue 8): the operator's concurrency limit queues ClothJobs in phase Queued
 //! without a Job and starts them as slots free up; a Kueue queue name creates the Job
-//! suspended and leaves it to Kueue (here the test plays Kueue and resumes it).
+//! suspended and leaves it to Kueue (here the test plays Kueue and resumes it); ClothJobs of
+//! the same photo and settings run the pipeline once and copy its outputs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
 
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use clothjob_api::{ClothJob, Phase, conditions};
+use clothjob_api::{ClothJob, Phase, ReuseDecision, StageState, conditions};
 use clothjob_e2e::sample::tshirt_jpeg;
 use clothjob_e2e::source_server::SourceServer;
 use clothjob_e2e::{Case, wait_condition};
@@ -283,5 +284,143 @@ async fn kueue_case(case: &Case) -> Result<()> {
     }
     let owners: Vec<String> = jobs(case).await?.iter().map(owner).collect();
     ensure!(owners.len() == 2, "one Job per ClothJob: {owners:?}");
+    Ok(())
+}
+
+/// The reasons of the Events about ClothJob `name`.
+async fn event_reasons(case: &Case, name: &str) -> Result<Vec<String>> {
+    let api: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(case.client.clone(), &case.ns);
+    let lp = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    Ok(api
+        .list(&lp)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_clothjobs_of_the_same_photo_run_the_pipeline_once() -> Result<()> {
+    let case = Case::new("reuse").await?;
+    let src =
+        SourceServer::start_in(case.cluster(), tshirt_jpeg(300, 400)?, 0, Duration::ZERO).await?;
+    let names: Vec<String> = (0..10).map(|i| format!("same-{i}")).collect();
+    for name in &names {
+        case.create(&manifest(
+            name,
+            &src.url("photo.jpg"),
+            &case.output(),
+            "",
+            "",
+        ))
+        .await?;
+    }
+    // The same photo with `reuse: Never` runs the pipeline whatever else there is.
+    case.create(&manifest(
+        "own-run",
+        &src.url("photo.jpg"),
+        &case.output(),
+        "",
+        "  reuse: Never\n",
+    ))
+    .await?;
+    let api = case.clothjobs();
+    let mut done = BTreeMap::new();
+    for name in names.iter().chain([&"own-run".to_string()]) {
+        let cj = wait_finished(&api, name, 5 * MINUTE)
+            .await
+            .with_context(|| case.diagnostics())?;
+        let s = cj.status.clone().unwrap_or_default();
+        ensure!(
+            s.phase == Some(Phase::Succeeded),
+            "{name} ended {:?}: {:?}: {:?}\n{}",
+            s.phase,
+            s.reason,
+            s.message,
+            case.diagnostics()
+        );
+        done.insert(name.clone(), s);
+    }
+    let own = done.remove("own-run").context("own-run")?;
+    ensure!(
+        own.reused_from.is_none(),
+        "reuse: Never was reused: {own:?}"
+    );
+    ensure!(own.reuse_key.is_none() && own.reuse.is_none(), "{own:?}");
+
+    // Exactly one ran the pipeline; the nine others name it.
+    let ran: Vec<&String> = done
+        .iter()
+        .filter(|(_, s)| s.reused_from.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    ensure!(ran.len() == 1, "not exactly one ran the pipeline: {ran:?}");
+    let original = ran[0].clone();
+    let first = &done[&original];
+    let key = first.reuse_key.clone().context("no reuseKey")?;
+    ensure!(first.source_sha256.as_ref().is_some_and(|s| s.len() == 64));
+    let want: BTreeMap<String, String> = first
+        .outputs
+        .iter()
+        .flatten()
+        .map(|o| (o.name.clone(), o.sha256.clone()))
+        .collect();
+    ensure!(want.len() >= 5, "{original}: outputs {want:?}");
+    let mut waited = 0;
+    for (name, s) in &done {
+        ensure!(
+            s.reuse_key.as_deref() == Some(key.as_str()),
+            "{name}: another key"
+        );
+        let outputs = s.outputs.clone().unwrap_or_default();
+        let got: BTreeMap<String, String> = outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.sha256.clone()))
+            .collect();
+        ensure!(got == want, "{name}: outputs differ from {original}'s");
+        for o in &outputs {
+            // Its own copy, under its own prefix, with the bytes the status names.
+            ensure!(
+                o.uri.contains(&format!("/{name}/")),
+                "{name}: {} is not its own",
+                o.uri
+            );
+            let bytes = case.read_output(&o.uri)?;
+            ensure!(bytes.len() as i64 == o.bytes, "{}", o.uri);
+        }
+        if *name == original {
+            continue;
+        }
+        ensure!(
+            s.reused_from.as_deref() == Some(original.as_str()),
+            "{name} reused {:?}, not {original}",
+            s.reused_from
+        );
+        let decision = s.reuse.clone().context("no status.reuse")?;
+        ensure!(decision.decision == ReuseDecision::Reuse && decision.key == key);
+        // No pipeline stage ran: each says why.
+        for st in s.stages.iter().flatten().filter(|st| st.name != "storing") {
+            ensure!(
+                st.state == StageState::Skipped
+                    && st.detail.as_deref().is_some_and(|d| d.contains(&original)),
+                "{name}: stage {st:?}"
+            );
+        }
+        ensure!(
+            s.message.as_deref().is_some_and(|m| m.contains(&original)),
+            "{name}: message {:?}",
+            s.message
+        );
+        let reasons = event_reasons(&case, name).await?;
+        ensure!(
+            reasons.iter().any(|r| r == "ReusingOutputs"),
+            "{name}: Events {reasons:?}"
+        );
+        waited += usize::from(reasons.iter().any(|r| r == "WaitingForDuplicate"));
+    }
+    // Submitted together, most found the original running and waited for it.
+    eprintln!("{waited} of 9 waited for {original} while it ran");
     Ok(())
 }

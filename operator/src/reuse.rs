@@ -29,11 +29,7 @@ fn name(cj: &ClothJob) -> &str {
 }
 
 fn decision_for<'a>(cj: &'a ClothJob, key: &str) -> Option<&'a ReuseStatus> {
-    cj.status
-        .as_ref()?
-        .reuse
-        .as_ref()
-        .filter(|r| r.key == key)
+    cj.status.as_ref()?.reuse.as_ref().filter(|r| r.key == key)
 }
 
 /// A succeeded job with that key and outputs, finished within `window` of `now`.
@@ -194,7 +190,11 @@ mod tests {
         let mut never = job("a", "ns", SUCCEEDED);
         never.spec.reuse = ReusePolicy::Never;
         let d = decide_reuse(&me, [&never], None, DAY, now()).unwrap();
-        assert_eq!(d.decision, ReuseDecision::Run, "a Never job is not reused either");
+        assert_eq!(
+            d.decision,
+            ReuseDecision::Run,
+            "a Never job is not reused either"
+        );
     }
 
     #[test]
@@ -254,7 +254,11 @@ mod tests {
         );
         let done = job("a", "ns", SUCCEEDED);
         let d = decide_reuse(&running, [&done], None, DAY, now()).unwrap();
-        assert_eq!(d.decision, ReuseDecision::Run, "a runner that was told to run runs");
+        assert_eq!(
+            d.decision,
+            ReuseDecision::Run,
+            "a runner that was told to run runs"
+        );
         let waiting = job(
             "me",
             "ns",
@@ -268,7 +272,11 @@ mod tests {
             "  reuseKey: kkkk\n  reuse: {key: old, decision: Run}\n",
         );
         let d = decide_reuse(&stale, [&done], None, DAY, now()).unwrap();
-        assert_eq!(d.decision, ReuseDecision::Reuse, "a decision about another key is not kept");
+        assert_eq!(
+            d.decision,
+            ReuseDecision::Reuse,
+            "a decision about another key is not kept"
+        );
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub struct ClothJobResult {
     /// Garment regions found by segmentation.
     #[serde(default)]
     pub regions: Vec<RegionStatus>,
+    /// The identical ClothJob whose outputs were copied instead of running the pipeline
+    /// (its outputs, under this job's directory, are the ones listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
     /// Version of the runner that wrote the file.
     pub runner_version: String,
 }
@@ -203,6 +207,7 @@ impl JobRecord {
             stages: state.stages.clone(),
             outputs: state.outputs.clone(),
             regions: state.regions.clone(),
+            reused_from: state.reused_from.clone(),
             runner_version: env!("CARGO_PKG_VERSION").into(),
         }
     }

@@ -88,9 +88,9 @@ pub fn verdict(
     match decision.filter(|d| d.key == key) {
         Some(d) if d.decision == ReuseDecision::Run => Some(Verdict::Run("the operator said run")),
         Some(d) if d.decision == ReuseDecision::Reuse => Some(Verdict::Reuse(d.clone())),
-        Some(_) if waiting_for >= LONGEST_WAIT => Some(Verdict::Run(
-            "waited the longest time for an identical job",
-        )),
+        Some(_) if waiting_for >= LONGEST_WAIT => {
+            Some(Verdict::Run("waited the longest time for an identical job"))
+        }
         Some(_) => None,
         None if no_decision_for >= NO_DECISION => {
             Some(Verdict::Run("no reuse decision from the operator in time"))
@@ -108,7 +108,8 @@ impl ReuseGate {
         loop {
             let cj = self.target.read(Backoff::MUST_LAND).await?;
             let decision = cj.status.as_ref().and_then(|s| s.reuse.as_ref());
-            let is_wait = decision.is_some_and(|d| d.key == key && d.decision == ReuseDecision::Wait);
+            let is_wait =
+                decision.is_some_and(|d| d.key == key && d.decision == ReuseDecision::Wait);
             if is_wait && wait_started.is_none() {
                 tracing::info!(job = ?decision.and_then(|d| d.job.clone()), "waiting for an identical job");
                 wait_started = Some(Instant::now());
@@ -143,7 +144,12 @@ pub async fn copy_outputs(
             .next()
             .filter(|f| !f.is_empty() && *f != "." && *f != "..")
             .ok_or_else(|| RunError::Worker(format!("output {} names no file", o.uri)))?;
-        let bytes = fetch(&SourceLocation::Uri(o.uri.clone()), MAX_OUTPUT_BYTES, timeout).await?;
+        let bytes = fetch(
+            &SourceLocation::Uri(o.uri.clone()),
+            MAX_OUTPUT_BYTES,
+            timeout,
+        )
+        .await?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if sha != o.sha256 {
             return Err(RunError::Worker(format!(
@@ -153,10 +159,7 @@ pub async fn copy_outputs(
         }
         let uri = format!("{dir}/{file}");
         put(&uri, bytes.to_vec(), opts).await?;
-        Ok(OutputStatus {
-            uri,
-            ..o.clone()
-        })
+        Ok(OutputStatus { uri, ..o.clone() })
     });
     futures::future::try_join_all(copies).await
 }
@@ -210,7 +213,10 @@ mod tests {
         let z = Duration::ZERO;
         assert_eq!(verdict(None, K, z, z), None);
         let run = decision(ReuseDecision::Run, K);
-        assert!(matches!(verdict(Some(&run), K, z, z), Some(Verdict::Run(_))));
+        assert!(matches!(
+            verdict(Some(&run), K, z, z),
+            Some(Verdict::Run(_))
+        ));
         let reuse = decision(ReuseDecision::Reuse, K);
         assert_eq!(
             verdict(Some(&reuse), K, z, z),
@@ -219,7 +225,11 @@ mod tests {
         let wait = decision(ReuseDecision::Wait, K);
         assert_eq!(verdict(Some(&wait), K, z, Duration::from_secs(60)), None);
         let other_key = decision(ReuseDecision::Reuse, "old");
-        assert_eq!(verdict(Some(&other_key), K, z, z), None, "about another key");
+        assert_eq!(
+            verdict(Some(&other_key), K, z, z),
+            None,
+            "about another key"
+        );
     }
 
     #[test]
