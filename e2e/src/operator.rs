@@ -107,6 +107,11 @@ impl OperatorProcess {
         .with_context(|| format!("operator log:\n{}", self.logs()))
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Kills the process at once (SIGKILL), as a crash or a lost node would.
     pub async fn kill(&mut self) -> Result<()> {
         if let Some(mut c) = self.child.take() {

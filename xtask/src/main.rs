@@ -15,6 +15,7 @@ tasks:
   build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm, s3s-fs
   test [ARGS]  fmt check, clippy -D warnings, helm lint, test set-up, then cargo test --workspace [ARGS]
   demo [--keep] [--debug]  the sample ClothJob on a real one-node cluster (shipped images, chart by helm) with live progress; --keep: stay up until Ctrl-C
+  bench-load [--jobs N] [--duplicates D] [--limit L] [--no-baseline]  the load benchmark on the test cluster (real node): N ClothJobs at once (1000) with the limit (50), D duplicates of one photo (100), the same N without the limit
   bench        the anchors of ../shared/bench and our pipeline in one run, as ratios
   images [--debug]  the operator and runner images as OCI archives in target/images (no daemon)
   dashboard-picture [DATA]  draw docs/dashboard.svg from a real run's Prometheus data (default: target/e2e-dashboard-data.json, written by the observability e2e test)";
@@ -28,6 +29,7 @@ fn main() -> Result<()> {
         "test" => test(&args[1..]),
         "demo" => demo::run(&args[1..]),
         "bench" => bench::run(),
+        "bench-load" => bench_load(&args[1..]),
         "images" => xtask::images::run(&args[1..]),
         "dashboard-picture" => xtask::dashboard::run(&args[1..], &root()),
         "help" | "-h" | "--help" => {
@@ -36,6 +38,29 @@ fn main() -> Result<()> {
         }
         _ => bail!("unknown task {task}\n\n{USAGE}"),
     }
+}
+
+/// `bench-load`: the control-plane binaries, then the benchmark binary of the e2e crate (it
+/// starts the same one-node cluster the tests use).
+fn bench_load(args: &[String]) -> Result<()> {
+    build_k8s()?;
+    let mut cmd = cargo();
+    cmd.args([
+        "run",
+        "--quiet",
+        "-p",
+        "clothjob-e2e",
+        "--bin",
+        "bench-load",
+        "--",
+    ])
+    .args(args);
+    for (var, value) in test_env()? {
+        if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+            cmd.env(var, value);
+        }
+    }
+    run("bench-load", &mut cmd)
 }
 
 /// The workspace root.
