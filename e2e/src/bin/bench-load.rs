@@ -71,6 +71,7 @@ struct Run {
     reconcile_p99_ms: f64,
     job_created_ms: Vec<f64>,
     complete_s: Vec<f64>,
+    by_resource: BTreeMap<String, f64>,
 }
 
 fn quantile(v: &[f64], q: f64) -> f64 {
@@ -156,6 +157,46 @@ async fn flow_writes(case: &Case) -> Result<HashMap<String, f64>> {
                 *out.entry(flow.to_string()).or_insert(0.0) += v;
             }
         }
+    }
+    Ok(out)
+}
+
+/// Write requests per (verb, resource[/subresource]) the apiserver served so far, all clients.
+async fn writes_by_resource(case: &Case) -> Result<BTreeMap<String, f64>> {
+    let req = http::Request::get("/metrics").body(Vec::new())?;
+    let text = case.client.request_text(req).await?;
+    let label = |rest: &str, k: &str| -> String {
+        rest.split(&format!("{k}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let verb = label(rest, "verb");
+        if !matches!(
+            verb.as_str(),
+            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
+        ) {
+            continue;
+        }
+        let sub = label(rest, "subresource");
+        let res = label(rest, "resource");
+        let key = if sub.is_empty() {
+            format!("{verb} {res}")
+        } else {
+            format!("{verb} {res}/{sub}")
+        };
+        let v: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(key).or_insert(0.0) += v;
     }
     Ok(out)
 }
@@ -354,10 +395,22 @@ async fn measure(label: &str, limit: usize, a: &Args, photo: &[u8]) -> Result<(R
     let src = SourceServer::start_in(case.cluster(), photo.to_vec(), 0, Duration::ZERO).await?;
     let names: Vec<String> = (0..a.jobs).map(|i| format!("load-{i:04}")).collect();
     let w0 = flow_writes(&case).await?;
+    let b0 = writes_by_resource(&case).await?;
     let r0 = reconcile_buckets(&case).await?;
     let (job_created_ms, complete_s, all, drain_s) =
         batch(&case, &src.url("photo.jpg"), &names, false, a.timeout).await?;
     let w1 = flow_writes(&case).await?;
+    let b1 = writes_by_resource(&case).await?;
+    let by_resource: BTreeMap<String, f64> = b1
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                (v - b0.get(k).copied().unwrap_or(0.0)) / a.jobs.max(1) as f64,
+            )
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
     let r1 = reconcile_buckets(&case).await?;
     let (rss_mib, cpu_s) = process_usage(case.operator.pid().context("operator pid")?)?;
     let succeeded = all.iter().filter(|c| finished(c) == Some(true)).count();
@@ -389,6 +442,7 @@ async fn measure(label: &str, limit: usize, a: &Args, photo: &[u8]) -> Result<(R
         reconcile_p99_ms: histogram_quantile(&r0, &r1, 0.99),
         job_created_ms,
         complete_s,
+        by_resource,
     };
     Ok((run, case))
 }
@@ -427,7 +481,7 @@ async fn main() -> Result<()> {
         SourceServer::start_in(case.cluster(), tshirt_jpeg(128, 160)?, 0, Duration::ZERO).await?;
     let dups: Vec<String> = (0..a.duplicates).map(|i| format!("dup-{i:03}")).collect();
     let (_, dup_complete, dup_all, dup_drain) =
-        batch(&case, &src.url("dup.jpg"), &dups, true, a.timeout).await?;
+        batch(&case, &src.url("photo.jpg"), &dups, true, a.timeout).await?;
     let dup_ok = dup_all
         .iter()
         .filter(|c| dups.contains(c.metadata.name.as_ref().unwrap_or(&String::new())))
@@ -438,6 +492,20 @@ async fn main() -> Result<()> {
         .filter(|c| dups.contains(c.metadata.name.as_ref().unwrap_or(&String::new())))
         .filter(|c| c.status.as_ref().is_some_and(|s| s.reused_from.is_none()))
         .count();
+    for c in dup_all
+        .iter()
+        .filter(|c| dups.contains(c.metadata.name.as_ref().unwrap_or(&String::new())))
+        .filter(|c| finished(c) != Some(true))
+        .take(3)
+    {
+        let s = c.status.clone().unwrap_or_default();
+        eprintln!(
+            "{} did not succeed: {:?}: {:?}",
+            c.metadata.name.clone().unwrap_or_default(),
+            s.reason,
+            s.message
+        );
+    }
     drop(case);
     let baseline = if a.baseline {
         Some(measure("no limit", 0, &a, &photo).await?.0)
@@ -461,6 +529,13 @@ async fn main() -> Result<()> {
                 / (b.operator_writes + b.runner_writes).max(1e-9),
             quantile(&main_run.job_created_ms, 0.5) / quantile(&b.job_created_ms, 0.5),
         );
+    }
+    println!(
+        "\nwrite requests per job by verb and resource (every client: operator, runners, controllers, kubelet; {}):",
+        main_run.label
+    );
+    for (k, v) in &main_run.by_resource {
+        println!("  {k}: {v:.2}");
     }
     println!(
         "\nduplicates: {dup_ok}/{} succeeded in {dup_drain:.1} s, {ran_pipeline} ran the pipeline, apply→Complete p50 {:.1} s",
