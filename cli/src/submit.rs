@@ -31,6 +31,9 @@ const SPEC_KEYS: &[&str] = &[
     "retries",
     "activeDeadlineSeconds",
     "ttlSecondsAfterFinished",
+    "reuse",
+    "priority",
+    "queueName",
 ];
 
 /// Where the photo's bytes go before the ClothJob can use them.
@@ -439,6 +442,7 @@ mod tests {
                 "output.maxSide=800",
                 "retries=4",
                 "backgroundRemoval.enabled=false",
+                "reuse=Never",
             ],
         );
         let p = plan(&a, "closet").unwrap();
@@ -450,6 +454,7 @@ mod tests {
         );
         assert_eq!(cj.spec.output.max_side, 800);
         assert_eq!(cj.spec.retries, 4);
+        assert_eq!(cj.spec.reuse, clothjob_api::ReusePolicy::Never);
         assert_eq!(
             cj.spec.pipeline.expansion.background.as_deref(),
             Some("#F4F4F4")

@@ -133,6 +133,9 @@ fn submit_args(case: &Case, photo: &str, name: &str) -> Vec<String> {
         &case.output_uri(),
         "--credentials-secret",
         S3_SECRET,
+        // Both submissions are of one photo: each runs the pipeline, whose stages are shown.
+        "--set",
+        "reuse=Never",
     ]
     .map(String::from)
     .to_vec()
