@@ -34,6 +34,10 @@ pub const TRACEPARENT_ANNOTATION: &str = "closetconnect.io/traceparent";
 /// Env var: the directory the runner may use for scratch files (an emptyDir; the root
 /// filesystem is read-only).
 pub const ENV_SCRATCH_DIR: &str = "CLOTHJOB_SCRATCH_DIR";
+/// Env var: `true` when the operator decides duplicate reuse for this job (its reuse window is
+/// above 0 and the ClothJob does not say `reuse: Never`): the runner then reports its
+/// `reuseKey` and waits for the decision. Unset: the runner runs the pipeline at once.
+pub const ENV_REUSE: &str = "CLOTHJOB_REUSE";
 /// Prefix of the per-job runner service accounts (the rest is the Job's name).
 pub const RUNNER_SA_PREFIX: &str = "clothjob-runner-";
 

@@ -416,6 +416,10 @@ pub fn build_job(cj: &ClothJob, cfg: &OperatorConfig) -> Result<Job, Error> {
     {
         envs.push(env(clothjob_telemetry::ENV_OTLP_ENDPOINT, endpoint.trim()));
     }
+    // Runners wait for a reuse decision only when this operator makes one.
+    if cfg.reuse_window_seconds > 0 && spec.reuse != clothjob_api::ReusePolicy::Never {
+        envs.push(env(contract::ENV_REUSE, "true"));
+    }
     let networks = cfg.networks();
     if !networks.is_empty() {
         envs.push(env(contract::ENV_ALLOWED_NETWORKS, &networks.join(",")));
@@ -885,6 +889,31 @@ mod tests {
         assert_eq!(env["HOME"], Some("/tmp"));
         assert_eq!(env[contract::ENV_SCRATCH_DIR], Some("/tmp"));
         assert!(!env.contains_key(contract::ENV_ALLOWED_NETWORKS));
+    }
+
+    #[test]
+    fn the_runner_takes_part_in_reuse_only_when_the_operator_decides_it() {
+        let reuse = |cfg: &OperatorConfig, extra: &str| {
+            let job = build_job(
+                &cj(&format!("  source: {{url: 'http://x/y.jpg'}}\n{extra}")),
+                cfg,
+            )
+            .unwrap();
+            let c = job.spec.unwrap().template.spec.unwrap().containers[0].clone();
+            c.env
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.name == contract::ENV_REUSE)
+                .and_then(|e| e.value)
+        };
+        let on = OperatorConfig::defaults();
+        assert_eq!(reuse(&on, "").as_deref(), Some("true"));
+        assert_eq!(reuse(&on, "  reuse: Never\n"), None);
+        let off = OperatorConfig {
+            reuse_window_seconds: 0,
+            ..OperatorConfig::defaults()
+        };
+        assert_eq!(reuse(&off, ""), None);
     }
 
     #[test]

@@ -264,7 +264,10 @@ fn plan(
         gemini: gemini(&cj.spec.pipeline, gemini_api_key_from_env())?,
         onnx: onnx_models(&cj.spec.pipeline)?,
         record: Some(job_record(cj, namespace, name, uid, attempt)),
-        reuse: (cj.spec.reuse != ReusePolicy::Never).then(|| ReuseGate {
+        // Only when the operator decides reuse for this job (it says so in the pod's env).
+        reuse: (cj.spec.reuse != ReusePolicy::Never
+            && std::env::var(contract::ENV_REUSE).is_ok_and(|v| v == "true"))
+        .then(|| ReuseGate {
             target: target.clone(),
             settings: settings_of(cj),
         }),
