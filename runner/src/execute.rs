@@ -229,8 +229,9 @@ async fn try_reuse(
     };
     let from = decision.job.clone().unwrap_or_default();
     let started = Instant::now();
+    // Storing is marked started only once the copies are made (`reused`): a copy that fails
+    // falls back to the pipeline, whose progress must not start at storing's 98 %.
     sink.open_stage(Stage::Storing, "objectStore");
-    sink.change(true, |s| s.started(Stage::Storing, "objectStore"));
     let opts = ObjectStoreOpts::from_env();
     let wanted = decision.outputs.clone().unwrap_or_default();
     let outputs = match copy_outputs(&wanted, &plan.output_dir, plan.fetch_timeout, &opts).await {

@@ -139,92 +139,80 @@ async fn install_flow_schemas(case: &Case, namespaces: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Write requests the apiserver dispatched per bench flow so far.
-async fn flow_writes(case: &Case) -> Result<HashMap<String, f64>> {
+/// The apiserver's own /metrics text.
+async fn apiserver_metrics(case: &Case) -> Result<String> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = case.client.request_text(req).await?;
+    Ok(case.client.request_text(req).await?)
+}
+
+/// The samples of metric `name` in an exposition: (the text between the braces, value).
+fn samples<'a>(text: &'a str, name: &str) -> impl Iterator<Item = (&'a str, f64)> {
+    let prefix = format!("{name}{{");
+    text.lines().filter_map(move |line| {
+        let rest = line.strip_prefix(prefix.as_str())?;
+        let (labels, value) = rest.rsplit_once(' ')?;
+        Some((labels, value.parse().unwrap_or(0.0)))
+    })
+}
+
+/// The value of label `k` in a sample's label text (empty when absent).
+fn label(labels: &str, k: &str) -> String {
+    labels
+        .split(&format!("{k}=\""))
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Write requests the apiserver dispatched per bench flow so far.
+fn flow_writes(text: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_flowcontrol_dispatched_requests_total{")
-        else {
-            continue;
-        };
-        for flow in [FLOW_OPERATOR, FLOW_RUNNERS] {
-            if rest.contains(&format!("flow_schema=\"{flow}\"")) {
-                let v: f64 = rest
-                    .rsplit(' ')
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0.0);
-                *out.entry(flow.to_string()).or_insert(0.0) += v;
-            }
+    for (labels, v) in samples(text, "apiserver_flowcontrol_dispatched_requests_total") {
+        let flow = label(labels, "flow_schema");
+        if flow == FLOW_OPERATOR || flow == FLOW_RUNNERS {
+            *out.entry(flow).or_insert(0.0) += v;
         }
     }
-    Ok(out)
+    out
 }
 
 /// Write requests per (verb, resource[/subresource]) the apiserver served so far, all clients.
-async fn writes_by_resource(case: &Case) -> Result<BTreeMap<String, f64>> {
-    let req = http::Request::get("/metrics").body(Vec::new())?;
-    let text = case.client.request_text(req).await?;
-    let label = |rest: &str, k: &str| -> String {
-        rest.split(&format!("{k}=\""))
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .unwrap_or_default()
-            .to_string()
-    };
+fn writes_by_resource(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
-            continue;
-        };
-        let verb = label(rest, "verb");
+    for (labels, v) in samples(text, "apiserver_request_total") {
+        let verb = label(labels, "verb");
         if !matches!(
             verb.as_str(),
             "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE" | "DELETECOLLECTION"
         ) {
             continue;
         }
-        let sub = label(rest, "subresource");
-        let res = label(rest, "resource");
+        let (res, sub) = (label(labels, "resource"), label(labels, "subresource"));
         let key = if sub.is_empty() {
             format!("{verb} {res}")
         } else {
             format!("{verb} {res}/{sub}")
         };
-        let v: f64 = rest
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
         *out.entry(key).or_insert(0.0) += v;
     }
-    Ok(out)
+    out
 }
 
 /// Cumulative buckets of the operator's reconcile histogram.
 async fn reconcile_buckets(case: &Case) -> Result<Vec<(f64, f64)>> {
     let text = case.operator.metrics().await?;
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("clothjob_reconcile_duration_seconds_bucket{") else {
-            continue;
-        };
-        let le = rest
-            .split("le=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .context("le")?;
-        let le = if le == "+Inf" {
-            f64::INFINITY
-        } else {
-            le.parse()?
-        };
-        let v: f64 = rest.rsplit(' ').next().context("value")?.parse()?;
-        out.push((le, v));
-    }
-    Ok(out)
+    samples(&text, "clothjob_reconcile_duration_seconds_bucket")
+        .map(|(labels, v)| {
+            let le = label(labels, "le");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse()?
+            };
+            Ok((le, v))
+        })
+        .collect()
 }
 
 /// A quantile of the difference of two cumulative histograms (linear within a bucket).
@@ -398,13 +386,13 @@ async fn measure(label: &str, limit: usize, a: &Args, photo: &[u8]) -> Result<(R
     install_flow_schemas(&case, &[&case.ns]).await?;
     let src = SourceServer::start_in(case.cluster(), photo.to_vec(), 0, Duration::ZERO).await?;
     let names: Vec<String> = (0..a.jobs).map(|i| format!("load-{i:04}")).collect();
-    let w0 = flow_writes(&case).await?;
-    let b0 = writes_by_resource(&case).await?;
+    let m0 = apiserver_metrics(&case).await?;
+    let (w0, b0) = (flow_writes(&m0), writes_by_resource(&m0));
     let r0 = reconcile_buckets(&case).await?;
     let (job_created_ms, complete_s, all, drain_s) =
         batch(&case, &src.url("photo.jpg"), &names, false, a.timeout).await?;
-    let w1 = flow_writes(&case).await?;
-    let b1 = writes_by_resource(&case).await?;
+    let m1 = apiserver_metrics(&case).await?;
+    let (w1, b1) = (flow_writes(&m1), writes_by_resource(&m1));
     let by_resource: BTreeMap<String, f64> = b1
         .iter()
         .map(|(k, v)| {
