@@ -58,7 +58,9 @@ pub struct ClothJobStatus {
 
     /// Place in the operator's queue while the phase is `Queued` under its concurrency limits
     /// (1 is the next to start); refreshed as the queue moves, removed once the job starts.
-    /// Absent for a job whose Job waits suspended for Kueue (Kueue keeps that queue).
+    /// Exact in the first five places; further back it is rewritten only once the true place
+    /// differs from it by half or more (a job at 100 shows 100 until it reaches 50), so a long
+    /// queue costs each job a few status writes, not one per job ahead of it. Absent for a job whose Job waits suspended for Kueue (Kueue keeps that queue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub queue_position: Option<i32>,

@@ -354,7 +354,13 @@ async fn an_operator_restart_announces_nothing_twice() -> Result<()> {
     )
     .await?;
     let stages = count(&before, "StageCompleted");
-    assert!(stages >= 3, "one Event per stage: {before:?}");
+    // Stages ending close together share one Event, a line per stage.
+    let lines: usize = before
+        .iter()
+        .filter(|e| e.0 == "StageCompleted")
+        .map(|e| e.1.matches(" finished in ").count())
+        .sum();
+    assert!(stages >= 1 && lines >= 3, "a line per stage: {before:?}");
     // A new operator process reconciles the finished job (wait for it to have done so).
     case.operator.restart().await?;
     clothjob_testenv::wait_for(

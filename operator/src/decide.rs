@@ -91,6 +91,9 @@ pub struct Decision {
     pub delete: bool,
     /// Reconcile again after this long even without a change.
     pub requeue_after: Option<Duration>,
+    /// When the next stage completion is due to be announced (see [`ANNOUNCE_DELAY`]);
+    /// folded into `requeue_after` by [`decide`].
+    pub announce_after: Option<Duration>,
 }
 
 /// The operator-owned projection of a status (the fields it writes with server-side apply).
@@ -216,6 +219,8 @@ pub fn decide(
     if d.finished.is_some() {
         // Just finished: reconcile again once the TTL has passed.
         d.requeue_after = ttl_requeue(cj, settings);
+    } else if let Some(a) = d.announce_after {
+        d.requeue_after = Some(d.requeue_after.map_or(a, |r| r.min(a)));
     }
     d
 }
@@ -240,12 +245,15 @@ fn decide_inner(
     draft.new.job_name = Some(job_name.to_string());
 
     if conditions::is_true(&draft.conds, COMPLETE) || conditions::is_true(&draft.conds, FAILED) {
+        // Whatever the runner reported after the outcome was written is announced now.
+        announce_stages(&cur, true, &draft.now.clone(), &mut draft, d);
         finished(cj, observed, &cur, settings, now, d);
         d.status = draft.into_status(&old);
         return;
     }
 
-    announce_stages(&cur, &mut draft, d);
+    let run_over = observed.job.as_ref().is_none_or(job_finished) || cancel_requested(cj, observed);
+    announce_stages(&cur, run_over, &draft.now.clone(), &mut draft, d);
 
     if cancel_requested(cj, observed) {
         cancel(cj, observed, &mut draft, d);
@@ -366,39 +374,74 @@ fn finished(
     }
 }
 
-/// Stage completions reported by the runner become Events, once per run of a stage (keyed by
-/// stage and start time, remembered in `status.announcedStages`); succeeded and failed stage
-/// runs become stage timings for the metrics at the same transition.
-fn announce_stages(cur: &ClothJobStatus, draft: &mut Draft, d: &mut Decision) {
-    let done: Vec<_> = cur
+/// How long after a stage finished its completion is announced while the run goes on: the
+/// completions of a fast run reach the status and the Events in one write with the outcome,
+/// those of a slow run each a few seconds after the stage ended.
+pub const ANNOUNCE_DELAY: Duration = Duration::from_secs(5);
+
+/// Stage completions reported by the runner become one `StageCompleted` Event per batch (a
+/// line per stage), once per run of a stage (keyed by stage and start time, remembered in
+/// `status.announcedStages`); succeeded and failed stage runs become stage timings for the
+/// metrics at the same transition. While the run goes on (`run_over` false), a stage is
+/// announced [`ANNOUNCE_DELAY`] after it finished, so that stages ending close together are
+/// announced together; once the run is over everything left is announced.
+fn announce_stages(
+    cur: &ClothJobStatus,
+    run_over: bool,
+    now: &Time,
+    draft: &mut Draft,
+    d: &mut Decision,
+) {
+    let already = cur.announced_stages.clone().unwrap_or_default();
+    let delay_ms = ANNOUNCE_DELAY.as_millis() as i64;
+    let mut keys = Vec::new();
+    let mut lines = Vec::new();
+    let mut last = None;
+    let mut wait_ms: Option<i64> = None;
+    for s in cur
         .stages
         .iter()
         .flatten()
         .filter(|s| matches!(s.state, StageState::Succeeded | StageState::Failed))
-        .collect();
-    let already = cur.announced_stages.clone().unwrap_or_default();
-    let mut keys = Vec::new();
-    for s in done {
+    {
         let started = s.started_at.as_ref().map_or(0, |t| t.0.as_millisecond());
         let key = format!("{}@{started}", s.name);
-        if !already.contains(&key) {
-            d.timings.push(stage_timing(s, &key));
+        if already.contains(&key) {
+            keys.push(key);
+            continue;
         }
-        if !already.contains(&key) && s.state == StageState::Succeeded {
+        // Finished this long ago (a stage without an end time counts as long ago).
+        let ago = s
+            .finished_at
+            .as_ref()
+            .map_or(i64::MAX, |f| now.0.as_millisecond() - f.0.as_millisecond());
+        if !run_over && ago < delay_ms {
+            wait_ms = Some(wait_ms.unwrap_or(i64::MAX).min(delay_ms - ago.max(0)));
+            continue;
+        }
+        d.timings.push(stage_timing(s, &key));
+        if s.state == StageState::Succeeded {
             let ms = s.duration_ms.unwrap_or(0);
-            d.events.push(EventSpec {
-                warning: false,
-                reason: "StageCompleted".into(),
-                action: Some(s.name.clone()),
-                note: format!(
-                    "{} finished in {:.2} s ({})",
-                    s.name,
-                    ms as f64 / 1000.0,
-                    s.backend.as_deref().unwrap_or("builtin")
-                ),
-            });
+            lines.push(format!(
+                "{} finished in {:.2} s ({})",
+                s.name,
+                ms as f64 / 1000.0,
+                s.backend.as_deref().unwrap_or("builtin")
+            ));
+            last = Some(s.name.clone());
         }
         keys.push(key);
+    }
+    if !lines.is_empty() {
+        d.events.push(EventSpec {
+            warning: false,
+            reason: "StageCompleted".into(),
+            action: last,
+            note: lines.join("; "),
+        });
+    }
+    if let Some(ms) = wait_ms {
+        d.announce_after = Some(Duration::from_millis(ms.unsigned_abs() + 100));
     }
     // Only the current attempt's stages are kept: the list stays bounded.
     if !keys.is_empty() || cur.announced_stages.is_some() {
@@ -756,6 +799,25 @@ fn ttl_requeue(cj: &ClothJob, settings: &Settings) -> Option<Duration> {
     Some(Duration::from_secs(ttl) + Duration::from_millis(200))
 }
 
+/// Places in the queue shown exactly (see `status.queuePosition`).
+pub const EXACT_QUEUE_PLACES: usize = 5;
+
+/// The place to show for a job at `position` that shows `shown` now: the new place at the
+/// head of the queue or once it differs from the shown one by half or more, else the shown one
+/// (no status write).
+pub fn shown_position(shown: Option<usize>, position: usize) -> usize {
+    match shown {
+        Some(s)
+            if s > EXACT_QUEUE_PLACES
+                && position > EXACT_QUEUE_PLACES
+                && s.abs_diff(position) * 2 < s =>
+        {
+            s
+        }
+        _ => position,
+    }
+}
+
 /// Over the operator's concurrency limits: phase Queued at `position`, no Job; a `Queued`
 /// Event the first time.
 fn queued(
@@ -765,6 +827,10 @@ fn queued(
     draft: &mut Draft,
     d: &mut Decision,
 ) {
+    let shown = (old.phase == Some(Phase::Queued) && old.reason.as_deref() == Some(reason))
+        .then(|| old.queue_position.and_then(|p| usize::try_from(p).ok()))
+        .flatten();
+    let position = shown_position(shown, position);
     let msg =
         format!("queued at position {position} ({reason}): starts when a running job finishes");
     if old.phase != Some(Phase::Queued) {
@@ -823,4 +889,40 @@ fn elapsed(cj: &ClothJob, done: &Time) -> f64 {
     cj.metadata.creation_timestamp.as_ref().map_or(0.0, |c| {
         (done.0.as_millisecond() - c.0.as_millisecond()).max(0) as f64 / 1000.0
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The places shown to a job that entered the queue at `from` while the jobs ahead of it
+    /// start one by one (one reconcile each): every distinct place shown.
+    fn shown_while_moving(from: usize) -> Vec<usize> {
+        let mut shown = None;
+        let mut seen: Vec<usize> = Vec::new();
+        for position in (1..=from).rev() {
+            let s = shown_position(shown, position);
+            if seen.last() != Some(&s) {
+                seen.push(s);
+            }
+            shown = Some(s);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_long_queue_costs_each_job_a_few_position_writes() {
+        assert_eq!(shown_while_moving(4), [4, 3, 2, 1]);
+        assert_eq!(
+            shown_while_moving(100),
+            [100, 50, 25, 12, 6, 5, 4, 3, 2, 1]
+        );
+        assert!(shown_while_moving(10_000).len() <= 20);
+        // Moving back (a higher priority arrived) is shown once off by half, too.
+        assert_eq!(shown_position(Some(10), 14), 10);
+        assert_eq!(shown_position(Some(10), 15), 15);
+        // The head of the queue is exact.
+        assert_eq!(shown_position(Some(8), 5), 5);
+        assert_eq!(shown_position(None, 77), 77);
+    }
 }

@@ -318,6 +318,8 @@ fn deciding_twice_on_the_same_observation_is_idempotent() {
         "resumed_by_kueue_after_a_long_wait.yaml",
         "queued_slot_free_after_a_long_wait.yaml",
         "default_ttl_expired.yaml",
+        "running_stage_finished_a_while_ago.yaml",
+        "succeeded_stages_just_finished.yaml",
     ] {
         let (mut cj, observed, settings, now, _) = load(&dir.join(f));
         let first = decide(&cj, &observed, &settings, "tshirt-3f2a9c1b", now);

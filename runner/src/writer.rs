@@ -11,12 +11,13 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clothjob_api::{ClothJob, ClothJobStatus, contract};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
 
 use crate::progress::{RunState, Update};
 
@@ -407,86 +408,170 @@ impl Latest {
     }
 }
 
+/// How long a stage boundary is held for a following update at the same progress (the end
+/// of one stage and the start of the next, a backend's detail), which then goes out in the
+/// same write: every progress value is still written, in fewer writes.
+pub const BOUNDARY_FOLD: Duration = Duration::from_millis(20);
+
+/// The longest a boundary is held while updates at its progress keep arriving.
+pub const BOUNDARY_HOLD_MAX: Duration = Duration::from_millis(100);
+
+/// Whether `next` may replace the held boundary `held` in one write: same progress, so no
+/// progress value goes unwritten (the state is cumulative: `next` holds all of `held`).
+pub fn folds(held: &RunState, next: &RunState) -> bool {
+    held.progress == next.progress
+}
+
+/// The two kinds of status write the loop makes; [`StatusTarget`] is the real one.
+pub trait StatusSink {
+    /// A write that must land: retried with [`Backoff::MUST_LAND`].
+    fn must_land(
+        &self,
+        status: &ClothJobStatus,
+    ) -> impl Future<Output = Result<(), ApiCallError>> + Send;
+    /// One best-effort try.
+    fn try_once(&self, status: &ClothJobStatus)
+    -> impl Future<Output = Result<(), CallError>> + Send;
+    /// The ClothJob, for messages.
+    fn describe(&self) -> String;
+}
+
+impl StatusSink for StatusTarget {
+    async fn must_land(&self, status: &ClothJobStatus) -> Result<(), ApiCallError> {
+        self.apply_retrying(status, Backoff::MUST_LAND).await
+    }
+    async fn try_once(&self, status: &ClothJobStatus) -> Result<(), CallError> {
+        self.apply(status).await
+    }
+    fn describe(&self) -> String {
+        StatusTarget::describe(self)
+    }
+}
+
+/// An update waiting to be written.
+struct Held {
+    update: Update,
+    /// When it goes out unless replaced.
+    due: Instant,
+    /// When the boundary it carries arrived (bounds the folding).
+    since: Instant,
+}
+
 /// Writes updates until the channel closes. Boundaries and the final state are retried with
 /// [`Backoff::MUST_LAND`]; if one of them cannot be written, or the ClothJob is gone, the
 /// writer stops with that error (the run must not end as if its status were recorded).
-/// Returns the number of writes.
+/// A boundary is held for [`BOUNDARY_FOLD`] and folded with what follows at the same
+/// progress ([`folds`]); other changes within a stage wait for `interval`. Returns the
+/// number of writes.
 pub async fn write_updates(
-    target: StatusTarget,
+    target: impl StatusSink,
     mut rx: UnboundedReceiver<Update>,
     interval: Duration,
     latest: Latest,
 ) -> Result<usize, ApiCallError> {
     let mut policy = Coalescer::new(interval);
-    let mut pending: Option<(Update, Instant)> = None;
+    let mut held: Option<Held> = None;
     // The newest state whose best-effort write failed (a later write supersedes it).
     let mut unwritten: Option<RunState> = None;
     let mut writes = 0;
     loop {
-        let next = match &pending {
-            Some((_, at)) => {
-                let at = tokio::time::Instant::from_std(*at);
+        let next = match &held {
+            Some(h) => {
                 tokio::select! {
                     u = rx.recv() => Some(u),
-                    _ = tokio::time::sleep_until(at) => None,
+                    _ = tokio::time::sleep_until(h.due) => None,
                 }
             }
             None => Some(rx.recv().await),
         };
-        if let Some(Some(u)) = &next {
-            latest.set(&u.state);
-        }
-        let update = match next {
-            // The deferred update is due.
-            None => pending.take().map(|(u, _)| u),
-            Some(Some(u)) => match policy.decide(Instant::now(), u.boundary) {
-                Ok(()) => {
-                    pending = None;
-                    Some(u)
+        let now = Instant::now();
+        let mut out: Vec<Update> = Vec::with_capacity(2);
+        match next {
+            // The held update is due.
+            None => out.extend(held.take().map(|h| h.update)),
+            Some(Some(u)) => {
+                latest.set(&u.state);
+                match held.take() {
+                    Some(h) if h.update.boundary && folds(&h.update.state, &u.state) => {
+                        let due = (now + BOUNDARY_FOLD).min(h.since + BOUNDARY_HOLD_MAX);
+                        held = Some(Held {
+                            update: Update {
+                                state: u.state,
+                                boundary: true,
+                            },
+                            due,
+                            since: h.since,
+                        });
+                        continue;
+                    }
+                    // A held boundary with another progress goes out first.
+                    Some(h) if h.update.boundary => out.push(h.update),
+                    // A deferred change within a stage is superseded by `u` (cumulative).
+                    Some(_) | None => {}
                 }
-                Err(at) => {
-                    pending = Some((u, at));
-                    None
+                if u.boundary {
+                    held = Some(Held {
+                        update: u,
+                        due: now + BOUNDARY_FOLD,
+                        since: now,
+                    });
+                } else if out.is_empty() {
+                    match policy.decide(now, false) {
+                        Ok(()) => out.push(u),
+                        Err(at) => {
+                            held = Some(Held {
+                                update: u,
+                                due: at,
+                                since: now,
+                            })
+                        }
+                    }
+                } else {
+                    // Just after a boundary's write: within the interval.
+                    held = Some(Held {
+                        update: u,
+                        due: now + interval,
+                        since: now,
+                    });
                 }
-            },
+            }
             // Channel closed: the last state must be written, then stop.
             Some(None) => {
-                let last = pending.take().map(|(u, _)| u.state).or(unwritten.take());
+                let last = held.take().map(|h| h.update.state).or(unwritten.take());
                 if let Some(state) = last {
-                    target
-                        .apply_retrying(&state.to_status(), Backoff::MUST_LAND)
-                        .await?;
+                    target.must_land(&state.to_status()).await?;
                     writes += 1;
                 }
                 return Ok(writes);
             }
-        };
-        let Some(u) = update else { continue };
-        let status = u.state.to_status();
-        if u.boundary {
-            target.apply_retrying(&status, Backoff::MUST_LAND).await?;
-            unwritten = None;
-            writes += 1;
-        } else {
-            match tokio::time::timeout(REQUEST_TIMEOUT, target.apply(&status)).await {
-                Ok(Ok(())) => {
-                    unwritten = None;
-                    writes += 1;
-                }
-                Ok(Err(e)) if e.verdict() == Verdict::Gone => {
-                    return Err(ApiCallError::Gone(format!("{}: {e}", target.describe())));
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "writing progress (best effort)");
-                    unwritten = Some(u.state);
-                }
-                Err(_) => {
-                    tracing::warn!("writing progress (best effort): no answer");
-                    unwritten = Some(u.state);
+        }
+        for u in out {
+            let status = u.state.to_status();
+            if u.boundary {
+                target.must_land(&status).await?;
+                unwritten = None;
+                writes += 1;
+            } else {
+                match tokio::time::timeout(REQUEST_TIMEOUT, target.try_once(&status)).await {
+                    Ok(Ok(())) => {
+                        unwritten = None;
+                        writes += 1;
+                    }
+                    Ok(Err(e)) if e.verdict() == Verdict::Gone => {
+                        return Err(ApiCallError::Gone(format!("{}: {e}", target.describe())));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "writing progress (best effort)");
+                        unwritten = Some(u.state);
+                    }
+                    Err(_) => {
+                        tracing::warn!("writing progress (best effort): no answer");
+                        unwritten = Some(u.state);
+                    }
                 }
             }
+            policy.wrote(Instant::now());
         }
-        policy.wrote(Instant::now());
     }
 }
 
@@ -522,6 +607,172 @@ mod tests {
         }
         assert!(writes <= 3, "{writes} writes");
         assert!(writes >= 2);
+    }
+
+    /// A sink that records what was written: (progress, stage, must land).
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<(i32, String, bool)>>>);
+
+    impl Recorder {
+        fn push(&self, s: &ClothJobStatus, must: bool) {
+            self.0.lock().unwrap().push((
+                s.progress.unwrap_or(-1),
+                s.stage.clone().unwrap_or_default(),
+                must,
+            ));
+        }
+        fn writes(&self) -> Vec<(i32, String, bool)> {
+            self.0.lock().unwrap().clone()
+        }
+    }
+
+    impl StatusSink for Recorder {
+        async fn must_land(&self, status: &ClothJobStatus) -> Result<(), ApiCallError> {
+            self.push(status, true);
+            Ok(())
+        }
+        async fn try_once(&self, status: &ClothJobStatus) -> Result<(), CallError> {
+            self.push(status, false);
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "ns/a".into()
+        }
+    }
+
+    use crate::progress::ChannelSink;
+    use clothjob_pipeline::{ProgressSink, StageName};
+
+    const STAGES: [StageName; 4] = [
+        StageName::BackgroundRemoval,
+        StageName::Segmentation,
+        StageName::Expansion,
+        StageName::Encoding,
+    ];
+
+    /// A whole run as the runner reports it, with `gap` inside each stage and `fractions`
+    /// progress reports spread over it.
+    async fn a_run(gap: Duration, fractions: u32) -> (Vec<(i32, String, bool)>, usize) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rec = Recorder::default();
+        let writer = tokio::spawn(write_updates(
+            rec.clone(),
+            rx,
+            Duration::from_millis(500),
+            Latest::default(),
+        ));
+        let mut sink = ChannelSink::new(RunState::new(), tx);
+        sink.send(true);
+        sink.change(true, |s| s.reuse_key = Some("k".into()));
+        for st in STAGES {
+            sink.stage_started(st, "builtin");
+            for i in 1..=fractions {
+                tokio::time::sleep(gap / (fractions + 1)).await;
+                sink.stage_progress(st, f64::from(i) / f64::from(fractions + 1));
+            }
+            tokio::time::sleep(gap / (fractions + 1)).await;
+            sink.stage_finished(st, "builtin", gap);
+        }
+        sink.change(true, |s| s.started(Stage::Storing, "objectStore"));
+        sink.change(true, |s| {
+            s.finished(Stage::Storing, "objectStore", Duration::from_millis(3))
+        });
+        sink.change(true, RunState::done);
+        drop(sink);
+        let n = writer.await.unwrap().unwrap();
+        (rec.writes(), n)
+    }
+
+    use clothjob_api::progress::Stage;
+
+    fn progresses(w: &[(i32, String, bool)]) -> Vec<i32> {
+        w.iter().map(|(p, _, _)| *p).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fast_run_writes_each_progress_value_once() {
+        let (w, n) = a_run(Duration::ZERO, 0).await;
+        // Was 13 writes (every start and end on its own) before boundaries were folded.
+        assert_eq!(progresses(&w), [0, 30, 45, 95, 98, 100], "{w:?}");
+        assert_eq!(n, w.len());
+        assert!(w.iter().all(|(_, _, must)| *must), "{w:?}");
+        assert_eq!(w.last().unwrap().1, "done");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_run_shows_each_stage_running_and_every_boundary() {
+        let (w, _) = a_run(Duration::from_secs(2), 0).await;
+        assert_eq!(progresses(&w), [0, 30, 45, 95, 98, 100], "{w:?}");
+        // Each stage is seen running: the stage end and the next start went out together.
+        let stages: Vec<&str> = w.iter().map(|(_, s, _)| s.as_str()).collect();
+        assert_eq!(
+            stages,
+            [
+                "backgroundRemoval",
+                "segmentation",
+                "expansion",
+                "encoding",
+                "storing",
+                "done"
+            ]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn progress_within_a_stage_is_written_at_most_every_interval() {
+        let (w, _) = a_run(Duration::from_secs(3), 300).await;
+        let p = progresses(&w);
+        assert!(p.windows(2).all(|x| x[0] <= x[1]), "{p:?}");
+        for b in [30, 45, 95, 98, 100] {
+            assert!(p.contains(&b), "{b} missing: {p:?}");
+        }
+        // 12 s of run at one write per 500 ms at most, plus the boundaries.
+        assert!(w.len() <= 24 + 6, "{} writes: {p:?}", w.len());
+        assert!(w.iter().filter(|(_, _, must)| !must).count() >= 10, "{w:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_boundary_is_held_no_longer_than_the_hold_limit() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rec = Recorder::default();
+        let writer = tokio::spawn(write_updates(
+            rec.clone(),
+            rx,
+            Duration::from_millis(500),
+            Latest::default(),
+        ));
+        let mut sink = ChannelSink::new(RunState::new(), tx);
+        let t0 = Instant::now();
+        let mut first_seen = None;
+        for i in 0..100 {
+            // A detail every 10 ms, all at progress 0.
+            sink.change(true, |s| {
+                s.detail(Stage::BackgroundRemoval, "builtin", &format!("try {i}"))
+            });
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if first_seen.is_none() && !rec.writes().is_empty() {
+                first_seen = Some(t0.elapsed());
+            }
+        }
+        drop(sink);
+        writer.await.unwrap().unwrap();
+        let first = first_seen.expect("nothing written in 1 s");
+        assert!(
+            first <= BOUNDARY_HOLD_MAX + Duration::from_millis(10),
+            "{first:?}"
+        );
+        assert!(rec.writes().len() <= 12, "{:?}", rec.writes());
+    }
+
+    #[test]
+    fn only_updates_at_the_same_progress_fold() {
+        let mut a = RunState::new();
+        let b = a.clone();
+        assert!(folds(&a, &b));
+        a.started(Stage::BackgroundRemoval, "builtin");
+        assert!(folds(&b, &a));
+        a.finished(Stage::BackgroundRemoval, "builtin", Duration::ZERO);
+        assert!(!folds(&b, &a));
     }
 
     /// The waits of a call that fails instantly every time.
