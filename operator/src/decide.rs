@@ -913,10 +913,7 @@ mod tests {
     #[test]
     fn a_long_queue_costs_each_job_a_few_position_writes() {
         assert_eq!(shown_while_moving(4), [4, 3, 2, 1]);
-        assert_eq!(
-            shown_while_moving(100),
-            [100, 50, 25, 12, 6, 5, 4, 3, 2, 1]
-        );
+        assert_eq!(shown_while_moving(100), [100, 50, 25, 12, 6, 5, 4, 3, 2, 1]);
         assert!(shown_while_moving(10_000).len() <= 20);
         // Moving back (a higher priority arrived) is shown once off by half, too.
         assert_eq!(shown_position(Some(10), 14), 10);

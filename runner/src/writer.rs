@@ -430,8 +430,10 @@ pub trait StatusSink {
         status: &ClothJobStatus,
     ) -> impl Future<Output = Result<(), ApiCallError>> + Send;
     /// One best-effort try.
-    fn try_once(&self, status: &ClothJobStatus)
-    -> impl Future<Output = Result<(), CallError>> + Send;
+    fn try_once(
+        &self,
+        status: &ClothJobStatus,
+    ) -> impl Future<Output = Result<(), CallError>> + Send;
     /// The ClothJob, for messages.
     fn describe(&self) -> String;
 }
