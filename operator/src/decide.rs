@@ -66,6 +66,12 @@ impl Default for Settings {
     }
 }
 
+/// How long the normal steps of a first start (the pod created, its container creating) go
+/// unwritten: a pod that starts within it costs no status write between Pending and Running;
+/// one still starting after it shows its waiting reason. Problems (image pulls, scheduling,
+/// missing Secrets) are written at once.
+pub const START_QUIET: Duration = Duration::from_secs(5);
+
 /// How often a queued ClothJob looks at the queue again without being woken (a safety net:
 /// a finishing job wakes the ones that may start; this also refreshes `queuePosition`).
 pub const QUEUE_RECHECK: Duration = Duration::from_secs(30);
@@ -627,6 +633,22 @@ fn in_progress(
         let limit_ms = settings.pending_timeout.as_millis() as i64;
         if waited_ms >= limit_ms {
             pending_timed_out(cj, w, settings, draft, d);
+            return;
+        }
+        let quiet_ms = START_QUIET.as_millis() as i64;
+        let shown_is_normal = old_waiting.as_ref().is_some_and(|c| {
+            !Waiting {
+                reason: c.reason.clone(),
+                message: String::new(),
+            }
+            .is_problem()
+        });
+        if shown_is_normal && !w.is_problem() && failed == 0 && waited_ms < quiet_ms {
+            // A normal start under way: its steps (pod created, container creating) are not
+            // written one by one; looked at again when the quiet time is over.
+            d.requeue_after = Some(Duration::from_millis(
+                (quiet_ms - waited_ms).unsigned_abs() + 100,
+            ));
             return;
         }
         let msg = with_failure(if w.message.is_empty() {
