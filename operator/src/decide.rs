@@ -70,7 +70,7 @@ impl Default for Settings {
 /// unwritten: a pod that starts within it costs no status write between Pending and Running;
 /// one still starting after it shows its waiting reason. Problems (image pulls, scheduling,
 /// missing Secrets) are written at once.
-pub const START_QUIET: Duration = Duration::from_secs(5);
+pub const START_QUIET: Duration = Duration::from_secs(15);
 
 /// How often a queued ClothJob looks at the queue again without being woken (a safety net:
 /// a finishing job wakes the ones that may start; this also refreshes `queuePosition`).
@@ -258,7 +258,16 @@ fn decide_inner(
         return;
     }
 
-    let run_over = observed.job.as_ref().is_none_or(job_finished) || cancel_requested(cj, observed);
+    // The attempt is over once the runner reported its failure: a retry's first write would
+    // replace the failed attempt's stages, so they are announced at once.
+    let run_over = observed.job.as_ref().is_none_or(job_finished)
+        || cancel_requested(cj, observed)
+        || cur.stage.as_deref() == Some("failed")
+        || cur
+            .stages
+            .iter()
+            .flatten()
+            .any(|s| s.state == StageState::Failed);
     announce_stages(&cur, run_over, &draft.now.clone(), &mut draft, d);
 
     if cancel_requested(cj, observed) {
@@ -383,14 +392,14 @@ fn finished(
 /// How long after a stage finished its completion is announced while the run goes on: the
 /// completions of a fast run reach the status and the Events in one write with the outcome,
 /// those of a slow run each a few seconds after the stage ended.
-pub const ANNOUNCE_DELAY: Duration = Duration::from_secs(5);
+pub const ANNOUNCE_DELAY: Duration = Duration::from_secs(30);
 
 /// Stage completions reported by the runner become one `StageCompleted` Event per batch (a
 /// line per stage), once per run of a stage (keyed by stage and start time, remembered in
 /// `status.announcedStages`); succeeded and failed stage runs become stage timings for the
 /// metrics at the same transition. While the run goes on (`run_over` false), a stage is
 /// announced [`ANNOUNCE_DELAY`] after it finished, so that stages ending close together are
-/// announced together; once the run is over everything left is announced.
+/// announced together; once the run or the attempt is over everything left is announced.
 fn announce_stages(
     cur: &ClothJobStatus,
     run_over: bool,
@@ -646,9 +655,8 @@ fn in_progress(
         if shown_is_normal && !w.is_problem() && failed == 0 && waited_ms < quiet_ms {
             // A normal start under way: its steps (pod created, container creating) are not
             // written one by one; looked at again when the quiet time is over.
-            d.requeue_after = Some(Duration::from_millis(
-                (quiet_ms - waited_ms).unsigned_abs() + 100,
-            ));
+            let due_ms = (quiet_ms - waited_ms).min(limit_ms - waited_ms);
+            d.requeue_after = Some(Duration::from_millis(due_ms.unsigned_abs() + 100));
             return;
         }
         let msg = with_failure(if w.message.is_empty() {
