@@ -89,7 +89,7 @@ async fn drop_stops_everything() -> Result<()> {
     Ok(())
 }
 
-/// The node keeps renewing its heartbeat: it is Ready and untainted at every look for longer
+/// The node keeps renewing its heartbeat: once Ready, it is Ready and untainted at every look for longer
 /// than kube-controller-manager's default `--node-monitor-grace-period` (50 s), after which a
 /// silent node would be marked NotReady and tainted. (~65 s: the check is the time itself.)
 #[tokio::test]
@@ -97,6 +97,27 @@ async fn node_stays_ready_and_untainted() -> Result<()> {
     let cp = ControlPlane::start().await?;
     let node = FakeNode::start(&cp, NodeConfig::new()).await?;
     let nodes: Api<Node> = Api::all(cp.client().await?);
+    // A new node starts with the not-ready taint until its first Ready heartbeat is seen.
+    let ready_and_untainted = |n: &Node| {
+        let no_taints = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_none_or(|t| t.is_empty());
+        let ready = n
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        no_taints && ready
+    };
+    wait_for(
+        "the node Ready and untainted",
+        Duration::from_secs(60),
+        Duration::from_millis(250),
+        || async { Ok(ready_and_untainted(&nodes.get(node.name()).await?).then_some(())) },
+    )
+    .await?;
     let started = std::time::Instant::now();
     let mut looks = 0;
     while started.elapsed() < Duration::from_secs(65) {
