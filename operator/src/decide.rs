@@ -645,13 +645,9 @@ fn in_progress(
             return;
         }
         let quiet_ms = START_QUIET.as_millis() as i64;
-        let shown_is_normal = old_waiting.as_ref().is_some_and(|c| {
-            !Waiting {
-                reason: c.reason.clone(),
-                message: String::new(),
-            }
-            .is_problem()
-        });
+        let shown_is_normal = old_waiting
+            .as_ref()
+            .is_some_and(|c| pods::is_normal_start(&c.reason));
         if shown_is_normal && !w.is_problem() && failed == 0 && waited_ms < quiet_ms {
             // A normal start under way: its steps (pod created, container creating) are not
             // written one by one; looked at again when the quiet time is over.

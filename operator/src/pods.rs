@@ -19,11 +19,13 @@ pub struct Waiting {
 impl Waiting {
     /// Whether the reason is a problem (worth a Warning Event), not the normal start-up.
     pub fn is_problem(&self) -> bool {
-        !matches!(
-            self.reason.as_str(),
-            "Pending" | "ContainerCreating" | "PodInitializing"
-        )
+        !is_normal_start(&self.reason)
     }
+}
+
+/// Whether a waiting `reason` is a normal step of a pod's start (not a problem to report).
+pub fn is_normal_start(reason: &str) -> bool {
+    matches!(reason, "Pending" | "ContainerCreating" | "PodInitializing")
 }
 
 fn runner_status(p: &Pod) -> Option<&ContainerStatus> {

@@ -652,9 +652,12 @@ mod tests {
         StageName::Encoding,
     ];
 
-    /// A whole run as the runner reports it, with `gap` inside each stage and `fractions`
-    /// progress reports spread over it.
-    async fn a_run(gap: Duration, fractions: u32) -> (Vec<(i32, String, bool)>, usize) {
+    /// A writer at a 500 ms interval recording into a [`Recorder`], fed by a fresh sink.
+    fn spawn_writer() -> (
+        ChannelSink,
+        Recorder,
+        tokio::task::JoinHandle<Result<usize, ApiCallError>>,
+    ) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let rec = Recorder::default();
         let writer = tokio::spawn(write_updates(
@@ -663,7 +666,13 @@ mod tests {
             Duration::from_millis(500),
             Latest::default(),
         ));
-        let mut sink = ChannelSink::new(RunState::new(), tx);
+        (ChannelSink::new(RunState::new(), tx), rec, writer)
+    }
+
+    /// A whole run as the runner reports it, with `gap` inside each stage and `fractions`
+    /// progress reports spread over it.
+    async fn a_run(gap: Duration, fractions: u32) -> (Vec<(i32, String, bool)>, usize) {
+        let (mut sink, rec, writer) = spawn_writer();
         sink.send(true);
         sink.change(true, |s| s.reuse_key = Some("k".into()));
         for st in STAGES {
@@ -735,15 +744,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_boundary_is_held_no_longer_than_the_hold_limit() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let rec = Recorder::default();
-        let writer = tokio::spawn(write_updates(
-            rec.clone(),
-            rx,
-            Duration::from_millis(500),
-            Latest::default(),
-        ));
-        let mut sink = ChannelSink::new(RunState::new(), tx);
+        let (mut sink, rec, writer) = spawn_writer();
         let t0 = Instant::now();
         let mut first_seen = None;
         for i in 0..100 {
