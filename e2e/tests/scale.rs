@@ -132,6 +132,82 @@ async fn over_the_limit_clothjobs_queue_in_order_and_all_run_once() -> Result<()
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_clothjob_starts_the_next_queued_one_at_once() -> Result<()> {
+    let case = Case::with_operator_args("freed", &["--max-concurrent-jobs=1"]).await?;
+    // The holder's runner waits on this source far longer than the test runs.
+    let src = SourceServer::start_in(
+        case.cluster(),
+        tshirt_jpeg(300, 400)?,
+        0,
+        Duration::from_secs(600),
+    )
+    .await?;
+    let output = case.output();
+    case.create(&manifest("holder", &src.url("slow.jpg"), &output, "", ""))
+        .await?;
+    let api = case.clothjobs();
+    let holding = wait_for(
+        "the holder's Job",
+        MINUTE,
+        Duration::from_millis(200),
+        || async {
+            Ok(jobs(&case)
+                .await?
+                .iter()
+                .any(|j| owner(j) == "holder")
+                .then_some(()))
+        },
+    )
+    .await;
+    if let Err(e) = holding {
+        bail!("{e}\n{}", case.diagnostics());
+    }
+    case.create(&manifest("next", &src.url("photo.jpg"), &output, "", ""))
+        .await?;
+    let is_queued = |cj: &ClothJob| cj.status.as_ref().and_then(|s| s.phase) == Some(Phase::Queued);
+    wait_for(
+        "next to be Queued",
+        MINUTE,
+        Duration::from_millis(100),
+        || async { Ok(is_queued(&api.get("next").await?).then_some(())) },
+    )
+    .await?;
+    // Its own recheck is QUEUE_RECHECK (30 s) away: only the deletion can start it sooner.
+    let deleted = std::time::Instant::now();
+    api.delete("holder", &Default::default()).await?;
+    let started = wait_for(
+        "next to get its Job after the holder's deletion (well before its 30 s recheck)",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || async {
+            Ok(jobs(&case)
+                .await?
+                .iter()
+                .any(|j| owner(j) == "next")
+                .then_some(()))
+        },
+    )
+    .await;
+    if let Err(e) = started {
+        bail!("{e}\n{}", case.diagnostics());
+    }
+    println!(
+        "next got its Job {:.1} s after the holder was deleted",
+        deleted.elapsed().as_secs_f64()
+    );
+    // Its status (written after the Job is created) leaves Queued too, and it runs to the end.
+    wait_for(
+        "next to leave Queued",
+        MINUTE,
+        Duration::from_millis(100),
+        || async { Ok((!is_queued(&api.get("next").await?)).then_some(())) },
+    )
+    .await?;
+    wait_condition(&api, "next", conditions::COMPLETE, 5 * MINUTE).await?;
+    Ok(())
+}
+
 fn job_done(job: &Job) -> bool {
     job.status
         .as_ref()

@@ -73,7 +73,8 @@ impl Default for Settings {
 pub const START_QUIET: Duration = Duration::from_secs(15);
 
 /// How often a queued ClothJob looks at the queue again without being woken (a safety net:
-/// a finishing job wakes the ones that may start; this also refreshes `queuePosition`).
+/// a finishing or deleted job wakes the ones that may start; this also refreshes
+/// `queuePosition`).
 pub const QUEUE_RECHECK: Duration = Duration::from_secs(30);
 
 /// What to do for one ClothJob.

@@ -163,8 +163,9 @@ impl Context {
         }
     }
 
-    /// `cj` just finished: reconcile the queued ClothJobs that may take a slot now.
-    fn wake_queue(&self, cj: &ClothJob) {
+    /// A slot may be free (`finished` just finished, or a ClothJob was deleted): reconcile the
+    /// queued ClothJobs that may take one now.
+    fn wake_queue(&self, finished: Option<&ClothJob>) {
         let limits = self.config.limits();
         if limits == queue::Limits::default() {
             return;
@@ -172,7 +173,9 @@ impl Context {
         let Ok(mut overlay) = self.overlay.lock() else {
             return;
         };
-        overlay.finished.insert(key(cj));
+        if let Some(cj) = finished {
+            overlay.finished.insert(key(cj));
+        }
         let all = self.entries(&mut overlay);
         drop(overlay);
         let entries: Vec<queue::Entry> = all.iter().map(|(_, e)| e.clone()).collect();
@@ -326,7 +329,7 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
     write_status(&cj, &decision, &ctx).await?;
     if decision.finished.is_some() {
         // A slot is free: the queued ClothJobs that fit start now, not at their next recheck.
-        ctx.wake_queue(&cj);
+        ctx.wake_queue(Some(&cj));
     }
     cleanup(&cj, &decision, &name, &ctx).await?;
     publish(&cj, &decision, &ctx).await;
@@ -625,12 +628,23 @@ async fn run_scope(
         .reflect(event_writer)
         .touched_objects();
     let label = scope.clone().unwrap_or_else(|| "*".to_string());
-    let controller = Controller::new(cjs, watcher::Config::default().any_semantic()).with_config(
+    // The ClothJob watch as `Controller::new` makes it, but a deletion also wakes the queue
+    // (a deleted ClothJob is never reconciled; its slot would wait for the queue's recheck).
+    let (cj_store, cj_writer) = reflector::store::<ClothJob>();
+    let on_delete = ctx.clone();
+    let cj_stream = watcher(cjs, watcher::Config::default().any_semantic())
+        .reflect(cj_writer)
+        .inspect(move |event| {
+            if let Ok(watcher::Event::Delete(_)) = event {
+                on_delete.wake_queue(None);
+            }
+        })
+        .applied_objects();
+    let controller = Controller::for_stream(cj_stream, cj_store.clone()).with_config(
         ControllerConfig::default()
             .concurrency(ctx.config.reconcile_concurrency)
             .debounce(Duration::from_millis(ctx.config.reconcile_debounce_ms)),
     );
-    let cj_store = controller.store();
     let (wake_tx, wake_rx) = mpsc::unbounded::<ClothJob>();
     if let Ok(mut wake) = ctx.wake.lock() {
         wake.insert(label.clone(), wake_tx);
