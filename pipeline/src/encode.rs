@@ -346,8 +346,10 @@ pub(crate) fn resize(
     }
     let src = fr::images::ImageRef::new(w, h, data, pixel_type).map_err(|e| e.to_string())?;
     let mut dst = fr::images::Image::new(tw, th, pixel_type);
-    with_resizer(|resizer| resizer.resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg)))
-        .map_err(|e| e.to_string())?;
+    with_resizer(|resizer| {
+        resizer.resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))
+    })
+    .map_err(|e| e.to_string())?;
     Ok(dst.into_vec())
 }
 
@@ -436,10 +438,7 @@ fn alpha_box(data: &[u8], w: usize, h: usize) -> Option<(usize, usize, usize, us
             .filter(|(_, block)| !blank(block))
             .find_map(|(b, block)| {
                 let start = w - b * SCAN_BLOCK - block.len() / 4;
-                block
-                    .chunks_exact(4)
-                    .rposition(visible)
-                    .map(|i| start + i)
+                block.chunks_exact(4).rposition(visible).map(|i| start + i)
             })
             .unwrap_or(first);
         found = Some(match found {
@@ -648,7 +647,11 @@ mod tests {
             assert_eq!(alpha_box(&data, w, h), None, "{w}x{h}");
             for &(x, y) in &[(w - 1, 0), (0, h - 1), (w / 2, h / 2), (15.min(w - 1), 0)] {
                 data[(y * w + x) * 4 + 3] = 1;
-                assert_eq!(alpha_box(&data, w, h), naive(&data, w), "{w}x{h} at {x},{y}");
+                assert_eq!(
+                    alpha_box(&data, w, h),
+                    naive(&data, w),
+                    "{w}x{h} at {x},{y}"
+                );
             }
         }
     }
