@@ -163,7 +163,7 @@ pub fn encode_image(
             let alg = if item.kind == OutputKind::Labels {
                 fr::ResizeAlg::Nearest
             } else {
-                lanczos()
+                fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)
             };
             let data = resize(g.as_raw(), w, h, tw, th, fr::PixelType::U8, alg).map_err(err)?;
             let png = if item.kind == OutputKind::Labels {
@@ -254,80 +254,8 @@ impl Format {
     }
 }
 
-/// Lanczos3, with its kernel read from a table (see [`lanczos3_table`]).
 fn lanczos() -> fr::ResizeAlg {
-    let filter = fr::Filter::new("Lanczos3 (table)", lanczos3_table, 3.0)
-        .map(fr::FilterType::Custom)
-        .unwrap_or(fr::FilterType::Lanczos3);
-    fr::ResizeAlg::Convolution(filter)
-}
-
-/// Table steps per unit of the Lanczos3 kernel.
-const LANCZOS_STEPS: usize = 4096;
-
-/// The Lanczos3 kernel `sinc(x) sinc(x / 3)` on `0..=3` at `1 / LANCZOS_STEPS`.
-static LANCZOS3: std::sync::LazyLock<Vec<f64>> = std::sync::LazyLock::new(|| {
-    (0..=3 * LANCZOS_STEPS + 1)
-        .map(|i| lanczos3_exact(i as f64 / LANCZOS_STEPS as f64))
-        .collect()
-});
-
-/// `sinc(x) sinc(x / 3)` for `|x| < 3`, else 0 (as fast_image_resize's own).
-fn lanczos3_exact(x: f64) -> f64 {
-    let sinc = |v: f64| {
-        if v == 0.0 {
-            1.0
-        } else {
-            let a = v * std::f64::consts::PI;
-            a.sin() / a
-        }
-    };
-    if (-3.0..3.0).contains(&x) {
-        sinc(x) * sinc(x / 3.0)
-    } else {
-        0.0
-    }
-}
-
-/// Lanczos3 linearly interpolated in [`LANCZOS3`]: the resizer evaluates the
-/// kernel about 12 times per output pixel and axis, two `sin` calls each,
-/// which was ~3 % of the encoding CPU. The interpolation error (< 1e-7) is far
-/// below the resizer's 14-bit fixed-point coefficients.
-fn lanczos3_table(x: f64) -> f64 {
-    let t = x.abs() * LANCZOS_STEPS as f64;
-    if t.is_nan() || t >= (3 * LANCZOS_STEPS) as f64 {
-        return 0.0;
-    }
-    let i = t as usize;
-    let table = &*LANCZOS3;
-    match (table.get(i), table.get(i + 1)) {
-        (Some(&a), Some(&b)) => a + (b - a) * (t - i as f64),
-        _ => 0.0,
-    }
-}
-
-/// Internal buffers a thread's resizer keeps between calls, at most: enough
-/// for a 2000x2000 RGBA output (its premultiplied copy and the intermediate
-/// rows), so the encoder's outputs after the first on a thread reuse them
-/// instead of zeroing new ones; larger ones are freed after use.
-const KEPT_RESIZER_BUFFERS: usize = 32 << 20;
-
-thread_local! {
-    static RESIZER: std::cell::RefCell<fr::Resizer> = std::cell::RefCell::new(fr::Resizer::new());
-}
-
-/// Runs `f` with this thread's resizer (a fresh one if it is in use).
-fn with_resizer<T>(f: impl FnOnce(&mut fr::Resizer) -> T) -> T {
-    RESIZER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut resizer) => {
-            let out = f(&mut resizer);
-            if resizer.size_of_internal_buffers() > KEPT_RESIZER_BUFFERS {
-                resizer.reset_internal_buffers();
-            }
-            out
-        }
-        Err(_) => f(&mut fr::Resizer::new()),
-    })
+    fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3)
 }
 
 /// Resizes raw 8-bit pixels; returns them unchanged (copied) when the size
@@ -346,10 +274,10 @@ pub(crate) fn resize(
     }
     let src = fr::images::ImageRef::new(w, h, data, pixel_type).map_err(|e| e.to_string())?;
     let mut dst = fr::images::Image::new(tw, th, pixel_type);
-    with_resizer(|resizer| {
-        resizer.resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))
-    })
-    .map_err(|e| e.to_string())?;
+    let mut resizer = fr::Resizer::new();
+    resizer
+        .resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))
+        .map_err(|e| e.to_string())?;
     Ok(dst.into_vec())
 }
 
@@ -368,10 +296,28 @@ pub(crate) fn resize_rgba(
     if (w, h) == (tw, th) {
         return Ok(data.to_vec());
     }
-    let mut out = fr::images::Image::new(tw, th, fr::PixelType::U8x4);
-    let Some((x0, y0, x1, y1)) = alpha_box(data, w as usize, h as usize) else {
-        return Ok(out.into_vec()); // fully transparent
-    };
+    let (wu, hu) = (w as usize, h as usize);
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0usize, 0usize);
+    for (y, row) in data.chunks_exact(wu * 4).enumerate().take(hu) {
+        let mut first = None;
+        let mut last = 0;
+        for (x, px) in row.chunks_exact(4).enumerate() {
+            if px[3] != 0 {
+                first.get_or_insert(x);
+                last = x;
+            }
+        }
+        if let Some(f) = first {
+            x0 = x0.min(f);
+            x1 = x1.max(last);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+        }
+    }
+    let mut out = vec![0u8; tw as usize * th as usize * 4];
+    if x0 > x1 {
+        return Ok(out); // fully transparent
+    }
     let (sx, sy) = (f64::from(tw) / f64::from(w), f64::from(th) / f64::from(h));
     // Lanczos3 reaches 3 source pixels (scaled) either side: 4 output pixels
     // of margin covers it for any downscale.
@@ -383,70 +329,25 @@ pub(crate) fn resize_rgba(
     if u64::from(dw) * u64::from(dh) * 10 > u64::from(tw) * u64::from(th) * 7 {
         return resize(data, w, h, tw, th, fr::PixelType::U8x4, lanczos());
     }
-    // The source the kernel reads for that rectangle, with a margin past its
-    // reach, so that only it is premultiplied (the resizer premultiplies its
-    // whole source view, not just the crop).
-    let source_span = |d0: u32, d1: u32, scale: f64, size: u32| {
-        let margin = (3.0 / scale.min(1.0)).ceil() + 2.0;
-        let a = (f64::from(d0) / scale - margin).floor().max(0.0) as u32;
-        let b = ((f64::from(d1) / scale + margin).ceil() as u32).min(size);
-        (a, b - a)
-    };
-    let (sx0, sw) = source_span(dx0, dx1, sx, w);
-    let (sy0, sh) = source_span(dy0, dy1, sy, h);
-    let whole =
+    let src =
         fr::images::ImageRef::new(w, h, data, fr::PixelType::U8x4).map_err(|e| e.to_string())?;
-    let src = fr::images::CroppedImage::new(&whole, sx0, sy0, sw, sh).map_err(|e| e.to_string())?;
-    let mut dst =
-        fr::images::CroppedImageMut::new(&mut out, dx0, dy0, dw, dh).map_err(|e| e.to_string())?;
+    let mut dst = fr::images::Image::new(dw, dh, fr::PixelType::U8x4);
     let options = fr::ResizeOptions::new().resize_alg(lanczos()).crop(
-        f64::from(dx0) / sx - f64::from(sx0),
-        f64::from(dy0) / sy - f64::from(sy0),
+        f64::from(dx0) / sx,
+        f64::from(dy0) / sy,
         f64::from(dw) / sx,
         f64::from(dh) / sy,
     );
-    with_resizer(|resizer| resizer.resize(&src, &mut dst, &options)).map_err(|e| e.to_string())?;
-    Ok(out.into_vec())
-}
-
-/// Pixels per block of the alpha box scan: a block whose bytes are all 0 is
-/// transparent (one vectorised OR), others are looked at pixel by pixel.
-const SCAN_BLOCK: usize = 16;
-
-/// The inclusive box `(x0, y0, x1, y1)` of the pixels of straight-alpha RGBA
-/// `data` (`w` x `h`) whose alpha is not 0, or `None` when there is none.
-/// Each row is scanned from both ends only up to its first visible pixel.
-fn alpha_box(data: &[u8], w: usize, h: usize) -> Option<(usize, usize, usize, usize)> {
-    let visible = |p: &[u8]| p[3] != 0;
-    let blank = |block: &[u8]| block.iter().fold(0u8, |acc, &v| acc | v) == 0;
-    let mut found: Option<(usize, usize, usize, usize)> = None;
-    for (y, row) in data.chunks_exact(w * 4).take(h).enumerate() {
-        let first = row
-            .chunks(SCAN_BLOCK * 4)
-            .enumerate()
-            .filter(|(_, block)| !blank(block))
-            .find_map(|(b, block)| {
-                block
-                    .chunks_exact(4)
-                    .position(visible)
-                    .map(|i| b * SCAN_BLOCK + i)
-            });
-        let Some(first) = first else { continue };
-        let last = row
-            .rchunks(SCAN_BLOCK * 4)
-            .enumerate()
-            .filter(|(_, block)| !blank(block))
-            .find_map(|(b, block)| {
-                let start = w - b * SCAN_BLOCK - block.len() / 4;
-                block.chunks_exact(4).rposition(visible).map(|i| start + i)
-            })
-            .unwrap_or(first);
-        found = Some(match found {
-            None => (first, y, last, y),
-            Some((x0, y0, x1, _)) => (x0.min(first), y0, x1.max(last), y),
-        });
+    fr::Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| e.to_string())?;
+    let part = dst.buffer();
+    let (tw_us, dw_us) = (tw as usize, dw as usize);
+    for (row, chunk) in part.chunks_exact(dw_us * 4).enumerate() {
+        let o = ((dy0 as usize + row) * tw_us + dx0 as usize) * 4;
+        out[o..o + dw_us * 4].copy_from_slice(chunk);
     }
-    found
+    Ok(out)
 }
 
 /// Lanczos3 resize of 8-bit RGB.
@@ -607,54 +508,6 @@ fn encode_png(data: &[u8], w: u32, h: u32, color: png::ColorType) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_lanczos_table_matches_the_kernel() {
-        let worst = (-40_000..=40_000)
-            .map(|i| f64::from(i) * 0.0000871)
-            .map(|x| (lanczos3_table(x) - lanczos3_exact(x)).abs())
-            .fold(0.0, f64::max);
-        assert!(worst < 1e-7, "largest difference {worst}");
-        assert_eq!(lanczos3_table(0.0), 1.0);
-        assert_eq!(lanczos3_table(3.0), 0.0);
-        assert_eq!(lanczos3_table(-7.5), 0.0);
-        assert_eq!(lanczos3_table(f64::NAN), 0.0);
-        assert!(lanczos3_table(1.5) < 0.0); // the negative lobe
-    }
-
-    #[test]
-    fn the_alpha_box_is_the_box_a_pixel_scan_finds() {
-        let naive = |data: &[u8], w: usize| {
-            let mut b: Option<(usize, usize, usize, usize)> = None;
-            for (i, p) in data.chunks_exact(4).enumerate() {
-                if p[3] != 0 {
-                    let (x, y) = (i % w, i / w);
-                    b = Some(b.map_or((x, y, x, y), |(x0, y0, x1, y1)| {
-                        (x0.min(x), y0.min(y), x1.max(x), y1.max(y))
-                    }));
-                }
-            }
-            b
-        };
-        // Widths that are and are not a multiple of the scan block; visible
-        // pixels at the ends of rows and of blocks; colour under alpha 0.
-        for (w, h) in [(37usize, 9usize), (64, 5), (1, 3), (17, 1)] {
-            let mut data = vec![0u8; w * h * 4];
-            assert_eq!(alpha_box(&data, w, h), None);
-            for (i, p) in data.chunks_exact_mut(4).enumerate() {
-                p[0] = (i * 31 % 256) as u8; // invisible colour
-            }
-            assert_eq!(alpha_box(&data, w, h), None, "{w}x{h}");
-            for &(x, y) in &[(w - 1, 0), (0, h - 1), (w / 2, h / 2), (15.min(w - 1), 0)] {
-                data[(y * w + x) * 4 + 3] = 1;
-                assert_eq!(
-                    alpha_box(&data, w, h),
-                    naive(&data, w),
-                    "{w}x{h} at {x},{y}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn sparse_rgba_resize_matches_the_full_resize() {
