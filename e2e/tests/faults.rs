@@ -155,11 +155,29 @@ async fn a_killed_leader_is_replaced_by_the_standby_in_under_15_s() -> Result<()
     )
     .await?;
     let leading = |m: &str| m.lines().any(|l| l == "clothjob_leader 1");
-    clothjob_testenv::wait_for("one leader", MINUTE, Duration::from_millis(100), || async {
-        Ok(leading(&case.operator.metrics().await?).then_some(()))
-    })
-    .await
-    .with_context(|| case.operator.logs())?;
+    // Both start at once and race to create the Lease: either may win.
+    let (first_leads, standby_leads) =
+        clothjob_testenv::wait_for("one leader", MINUTE, Duration::from_millis(100), || async {
+            let (a, b) = (
+                leading(&case.operator.metrics().await?),
+                leading(&standby.metrics().await?),
+            );
+            Ok((a || b).then_some((a, b)))
+        })
+        .await
+        .with_context(|| format!("{}\n{}", case.operator.logs(), standby.logs()))?;
+    assert!(!(first_leads && standby_leads), "two leaders");
+    eprintln!(
+        "{} won the Lease",
+        if first_leads {
+            "the first operator"
+        } else {
+            "the standby"
+        }
+    );
+    if !first_leads {
+        std::mem::swap(&mut case.operator, &mut standby);
+    }
     assert!(!leading(&standby.metrics().await?), "two leaders");
     let src = SourceServer::start_in(
         case.cluster(),
