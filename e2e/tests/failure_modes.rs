@@ -354,13 +354,14 @@ async fn an_operator_restart_announces_nothing_twice() -> Result<()> {
     )
     .await?;
     let stages = count(&before, "StageCompleted");
-    // Stages ending close together share one Event, a line per stage.
+    // Stages ending close together share one Event, a line per stage (the outcome's own when
+    // the run ended before they were announced).
     let lines: usize = before
         .iter()
-        .filter(|e| e.0 == "StageCompleted")
+        .filter(|e| e.0 == "StageCompleted" || e.0 == "Succeeded")
         .map(|e| e.1.matches(" finished in ").count())
         .sum();
-    assert!(stages >= 1 && lines >= 3, "a line per stage: {before:?}");
+    assert!(lines >= 3, "a line per stage: {before:?}");
     // A new operator process reconciles the finished job (wait for it to have done so).
     case.operator.restart().await?;
     clothjob_testenv::wait_for(

@@ -223,6 +223,7 @@ pub fn decide(
         return d;
     }
     decide_inner(cj, observed, settings, job_name, now, &mut d);
+    fold_stage_lines(&mut d.events);
     if d.finished.is_some() {
         // Just finished: reconcile again once the TTL has passed.
         d.requeue_after = ttl_requeue(cj, settings);
@@ -230,6 +231,23 @@ pub fn decide(
         d.requeue_after = Some(d.requeue_after.map_or(a, |r| r.min(a)));
     }
     d
+}
+
+/// The outcome Event of a run that ends with stages still to announce carries their lines: one
+/// Event (one apiserver write) instead of a `StageCompleted` and then the outcome.
+fn fold_stage_lines(events: &mut Vec<EventSpec>) {
+    let Some(stages) = events.iter().position(|e| e.reason == "StageCompleted") else {
+        return;
+    };
+    let Some(outcome) = events
+        .iter()
+        .position(|e| matches!(e.reason.as_str(), "Succeeded" | "Failed"))
+    else {
+        return;
+    };
+    let lines = events[stages].note.clone();
+    events[outcome].note = format!("{}; {lines}", events[outcome].note);
+    events.remove(stages);
 }
 
 fn decide_inner(
@@ -651,7 +669,12 @@ fn in_progress(
             .is_some_and(|c| pods::is_normal_start(&c.reason));
         if shown_is_normal && !w.is_problem() && failed == 0 && waited_ms < quiet_ms {
             // A normal start under way: its steps (pod created, container creating) are not
-            // written one by one; looked at again when the quiet time is over.
+            // written one by one, nor is the attempt's count or start time: they go out with
+            // the Started Event once the runner runs (or with what the start waits for).
+            // Looked at again when the quiet time is over.
+            draft.new.attempts = old.attempts;
+            draft.new.start_time = old.start_time.clone();
+            d.events.retain(|e| e.reason != "Started");
             let due_ms = (quiet_ms - waited_ms).min(limit_ms - waited_ms);
             d.requeue_after = Some(Duration::from_millis(due_ms.unsigned_abs() + 100));
             return;

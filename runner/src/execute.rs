@@ -219,7 +219,8 @@ async fn try_reuse(
         return Ok(None);
     };
     let key = reuse_key(&sha, &gate.settings);
-    sink.change(true, |s| s.reuse_key = Some(key.clone()));
+    // The operator decides on the key, and the runner polls for that decision: not held back.
+    sink.change_now(|s| s.reuse_key = Some(key.clone()));
     let decision = match gate.await_verdict(&key).await? {
         Verdict::Run(why) => {
             tracing::info!(why, "running the pipeline");

@@ -36,8 +36,9 @@ pub const ENV_SOURCE_FILE: &str = "CLOTHJOB_SOURCE_FILE";
 
 /// How long an interrupted runner spends on its last status write (and `status.json`).
 const INTERRUPTED_WRITE: Duration = Duration::from_secs(5);
-/// At most one progress write per this interval within a stage.
-const WRITE_INTERVAL: Duration = Duration::from_millis(500);
+/// At most one status write per this interval, stage boundaries included (the reuse key and
+/// the final state go out at once): a run shorter than it makes one or two writes.
+const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 fn env(name: &str) -> Result<String, RunError> {
     std::env::var(name)

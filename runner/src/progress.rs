@@ -209,14 +209,17 @@ impl RunState {
     }
 }
 
-/// One change of the run state; `boundary` marks stage starts and ends, which are always
-/// written, while changes within a stage may be coalesced.
+/// One change of the run state. `boundary` marks stage starts and ends: the write carrying
+/// one must land (it is retried); `urgent` marks a change someone waits for (the reuse key the
+/// operator decides on), written at once. Other changes wait for the write interval.
 #[derive(Clone, Debug)]
 pub struct Update {
     /// The state after the change.
     pub state: RunState,
     /// Whether this is a stage boundary.
     pub boundary: bool,
+    /// Whether it is written at once.
+    pub urgent: bool,
 }
 
 /// Feeds pipeline callbacks into a [`RunState`] and sends each change on a channel.
@@ -260,11 +263,25 @@ impl ChannelSink {
 
     /// Sends the current state.
     pub fn send(&self, boundary: bool) {
+        self.send_as(boundary, false);
+    }
+
+    fn send_as(&self, boundary: bool, urgent: bool) {
         // A closed channel means nobody listens any more; the run goes on regardless.
         let _ = self.tx.send(Update {
             state: self.state.clone(),
             boundary,
+            urgent,
         });
+    }
+
+    /// Applies a change that someone waits for and sends it to be written at once.
+    pub fn change_now(&mut self, f: impl FnOnce(&mut RunState)) {
+        let before = self.state.clone();
+        f(&mut self.state);
+        if self.state != before {
+            self.send_as(true, true);
+        }
     }
 
     /// Applies a change and sends it.

@@ -1,6 +1,6 @@
 //! Writes the runner's status fields to the ClothJob with server-side apply, coalescing
-//! changes within a stage to at most one write per interval. Stage boundaries and the final
-//! state are retried with exponential back-off ([`Backoff`]) through an apiserver outage;
+//! changes to at most one write per interval (the reuse key the operator decides on goes out at
+//! once). Writes carrying a stage boundary, and the final state, are retried with exponential back-off ([`Backoff`]) through an apiserver outage;
 //! other progress writes are best effort.
 //!
 //! A write never lands in a re-created ClothJob of the same name: the status subresource
@@ -24,36 +24,42 @@ use crate::progress::{RunState, Update};
 /// How long one request to the apiserver may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// When to write: pure policy over time and boundaries.
+/// When to write: pure policy over time. A run starts as if it had just written (its first
+/// state waits too), so a run shorter than the interval makes one write, its final state.
 #[derive(Clone, Debug)]
-pub struct Coalescer {
+pub struct WritePolicy {
     interval: Duration,
-    last: Option<Instant>,
+    last: Instant,
 }
 
-impl Coalescer {
-    /// At most one non-boundary write per `interval`.
-    pub fn new(interval: Duration) -> Self {
+impl WritePolicy {
+    /// At most one write per `interval`, counted from `start`, except urgent ones.
+    pub fn new(interval: Duration, start: Instant) -> Self {
         Self {
             interval,
-            last: None,
+            last: start,
         }
     }
 
-    /// Whether an update at `now` is written at once; otherwise it waits until the returned
-    /// instant (unless a later update replaces it).
-    pub fn decide(&self, now: Instant, boundary: bool) -> Result<(), Instant> {
-        match self.last {
-            _ if boundary => Ok(()),
-            None => Ok(()),
-            Some(last) if now.duration_since(last) >= self.interval => Ok(()),
-            Some(last) => Err(last + self.interval),
-        }
+    /// When `update`, arriving at `now`, goes out unless a later one replaces it (the state is
+    /// cumulative: the later one holds all of it). An urgent update goes out at once; a
+    /// boundary waits [`BOUNDARY_FOLD`] for the next stage's start; nothing goes out sooner
+    /// than `interval` after the last write. `held` is when the update it replaces was due: the
+    /// replacement is never later.
+    pub fn due(&self, now: Instant, update: &Update, held: Option<Instant>) -> Instant {
+        let due = if update.urgent {
+            now
+        } else if update.boundary {
+            (now + BOUNDARY_FOLD).max(self.last + self.interval)
+        } else {
+            now.max(self.last + self.interval)
+        };
+        held.map_or(due, |h| h.min(due))
     }
 
     /// Records a write at `now`.
     pub fn wrote(&mut self, now: Instant) {
-        self.last = Some(now);
+        self.last = now;
     }
 }
 
@@ -408,19 +414,9 @@ impl Latest {
     }
 }
 
-/// How long a stage boundary is held for a following update at the same progress (the end
-/// of one stage and the start of the next, a backend's detail), which then goes out in the
-/// same write: every progress value is still written, in fewer writes.
+/// How long a stage boundary is held for what follows it at once (the end of one stage and the
+/// start of the next, a backend's detail), which then goes out in the same write.
 pub const BOUNDARY_FOLD: Duration = Duration::from_millis(20);
-
-/// The longest a boundary is held while updates at its progress keep arriving.
-pub const BOUNDARY_HOLD_MAX: Duration = Duration::from_millis(100);
-
-/// Whether `next` may replace the held boundary `held` in one write: same progress, so no
-/// progress value goes unwritten (the state is cumulative: `next` holds all of `held`).
-pub fn folds(held: &RunState, next: &RunState) -> bool {
-    held.progress == next.progress
-}
 
 /// The two kinds of status write the loop makes; [`StatusTarget`] is the real one.
 pub trait StatusSink {
@@ -452,32 +448,34 @@ impl StatusSink for StatusTarget {
 
 /// An update waiting to be written.
 struct Held {
-    update: Update,
+    state: RunState,
+    /// Whether it carries a boundary (it must land then).
+    must: bool,
     /// When it goes out unless replaced.
     due: Instant,
-    /// When the boundary it carries arrived (bounds the folding).
-    since: Instant,
 }
 
-/// Writes updates until the channel closes. Boundaries and the final state are retried with
-/// [`Backoff::MUST_LAND`]; if one of them cannot be written, or the ClothJob is gone, the
-/// writer stops with that error (the run must not end as if its status were recorded).
-/// A boundary is held for [`BOUNDARY_FOLD`] and folded with what follows at the same
-/// progress ([`folds`]); other changes within a stage wait for `interval`. Returns the
-/// number of writes.
+/// Writes updates until the channel closes, at most one per `interval` ([`WritePolicy`]): each
+/// write carries the newest state, so the progress values of stages shorter than the interval
+/// are never shown on their own (their timings are in every later write). Writes carrying a
+/// boundary, and the final state, are retried with [`Backoff::MUST_LAND`]; if one of them
+/// cannot be written, or the ClothJob is gone, the writer stops with that error (the run must
+/// not end as if its status were recorded). Other writes are best effort. Returns the number of
+/// writes.
 pub async fn write_updates(
     target: impl StatusSink,
     mut rx: UnboundedReceiver<Update>,
     interval: Duration,
     latest: Latest,
 ) -> Result<usize, ApiCallError> {
-    let mut policy = Coalescer::new(interval);
+    let mut policy = WritePolicy::new(interval, Instant::now());
     let mut held: Option<Held> = None;
     // The newest state whose best-effort write failed (a later write supersedes it).
     let mut unwritten: Option<RunState> = None;
     let mut writes = 0;
     loop {
         let next = match &held {
+            Some(h) if h.due <= Instant::now() => None,
             Some(h) => {
                 tokio::select! {
                     u = rx.recv() => Some(u),
@@ -486,94 +484,56 @@ pub async fn write_updates(
             }
             None => Some(rx.recv().await),
         };
-        let now = Instant::now();
-        let mut out: Vec<Update> = Vec::with_capacity(2);
-        match next {
+        let out = match next {
             // The held update is due.
-            None => out.extend(held.take().map(|h| h.update)),
+            None => held.take(),
             Some(Some(u)) => {
                 latest.set(&u.state);
-                match held.take() {
-                    Some(h) if h.update.boundary && folds(&h.update.state, &u.state) => {
-                        let due = (now + BOUNDARY_FOLD).min(h.since + BOUNDARY_HOLD_MAX);
-                        held = Some(Held {
-                            update: Update {
-                                state: u.state,
-                                boundary: true,
-                            },
-                            due,
-                            since: h.since,
-                        });
-                        continue;
-                    }
-                    // A held boundary with another progress goes out first.
-                    Some(h) if h.update.boundary => out.push(h.update),
-                    // A deferred change within a stage is superseded by `u` (cumulative).
-                    Some(_) | None => {}
-                }
-                if u.boundary {
-                    held = Some(Held {
-                        update: u,
-                        due: now + BOUNDARY_FOLD,
-                        since: now,
-                    });
-                } else if out.is_empty() {
-                    match policy.decide(now, false) {
-                        Ok(()) => out.push(u),
-                        Err(at) => {
-                            held = Some(Held {
-                                update: u,
-                                due: at,
-                                since: now,
-                            })
-                        }
-                    }
-                } else {
-                    // Just after a boundary's write: within the interval.
-                    held = Some(Held {
-                        update: u,
-                        due: now + interval,
-                        since: now,
-                    });
-                }
+                let due = policy.due(Instant::now(), &u, held.as_ref().map(|h| h.due));
+                let must = u.boundary || held.as_ref().is_some_and(|h| h.must);
+                held = Some(Held {
+                    state: u.state,
+                    must,
+                    due,
+                });
+                continue;
             }
             // Channel closed: the last state must be written, then stop.
             Some(None) => {
-                let last = held.take().map(|h| h.update.state).or(unwritten.take());
+                let last = held.take().map(|h| h.state).or(unwritten.take());
                 if let Some(state) = last {
                     target.must_land(&state.to_status()).await?;
                     writes += 1;
                 }
                 return Ok(writes);
             }
-        }
-        for u in out {
-            let status = u.state.to_status();
-            if u.boundary {
-                target.must_land(&status).await?;
-                unwritten = None;
-                writes += 1;
-            } else {
-                match tokio::time::timeout(REQUEST_TIMEOUT, target.try_once(&status)).await {
-                    Ok(Ok(())) => {
-                        unwritten = None;
-                        writes += 1;
-                    }
-                    Ok(Err(e)) if e.verdict() == Verdict::Gone => {
-                        return Err(ApiCallError::Gone(format!("{}: {e}", target.describe())));
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "writing progress (best effort)");
-                        unwritten = Some(u.state);
-                    }
-                    Err(_) => {
-                        tracing::warn!("writing progress (best effort): no answer");
-                        unwritten = Some(u.state);
-                    }
+        };
+        let Some(h) = out else { continue };
+        let status = h.state.to_status();
+        if h.must {
+            target.must_land(&status).await?;
+            unwritten = None;
+            writes += 1;
+        } else {
+            match tokio::time::timeout(REQUEST_TIMEOUT, target.try_once(&status)).await {
+                Ok(Ok(())) => {
+                    unwritten = None;
+                    writes += 1;
+                }
+                Ok(Err(e)) if e.verdict() == Verdict::Gone => {
+                    return Err(ApiCallError::Gone(format!("{}: {e}", target.describe())));
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "writing progress (best effort)");
+                    unwritten = Some(h.state);
+                }
+                Err(_) => {
+                    tracing::warn!("writing progress (best effort): no answer");
+                    unwritten = Some(h.state);
                 }
             }
-            policy.wrote(Instant::now());
         }
+        policy.wrote(Instant::now());
     }
 }
 
@@ -581,34 +541,58 @@ pub async fn write_updates(
 mod tests {
     use super::*;
 
-    #[test]
-    fn boundaries_always_go_out_and_others_wait_for_the_interval() {
-        let mut c = Coalescer::new(Duration::from_millis(500));
-        let t0 = Instant::now();
-        assert_eq!(c.decide(t0, false), Ok(()));
-        c.wrote(t0);
-        assert_eq!(
-            c.decide(t0 + Duration::from_millis(100), false),
-            Err(t0 + Duration::from_millis(500))
-        );
-        assert_eq!(c.decide(t0 + Duration::from_millis(100), true), Ok(()));
-        assert_eq!(c.decide(t0 + Duration::from_millis(600), false), Ok(()));
+    fn update(boundary: bool, urgent: bool) -> Update {
+        Update {
+            state: RunState::new(),
+            boundary,
+            urgent,
+        }
     }
 
     #[test]
-    fn a_thousand_fraction_updates_in_one_second_make_at_most_three_writes() {
-        let mut c = Coalescer::new(Duration::from_millis(500));
+    fn only_urgent_updates_go_out_sooner_than_the_interval_after_the_last_write() {
+        let ms = Duration::from_millis;
         let t0 = Instant::now();
-        let mut writes = 0;
+        let mut p = WritePolicy::new(ms(1000), t0);
+        // The first state waits too: a run shorter than the interval writes once, at its end.
+        assert_eq!(p.due(t0, &update(false, false), None), t0 + ms(1000));
+        assert_eq!(p.due(t0, &update(true, false), None), t0 + ms(1000));
+        assert_eq!(p.due(t0 + ms(5), &update(true, true), None), t0 + ms(5));
+        p.wrote(t0 + ms(5));
+        // Long after the last write: a change at once, a boundary after the fold.
+        let later = t0 + ms(3000);
+        assert_eq!(p.due(later, &update(false, false), None), later);
+        assert_eq!(
+            p.due(later, &update(true, false), None),
+            later + BOUNDARY_FOLD
+        );
+        // What replaces a held update is never due later than it.
+        assert_eq!(
+            p.due(
+                later + ms(15),
+                &update(true, false),
+                Some(later + BOUNDARY_FOLD)
+            ),
+            later + BOUNDARY_FOLD
+        );
+    }
+
+    #[test]
+    fn a_thousand_updates_in_one_second_make_at_most_two_writes() {
+        let t0 = Instant::now();
+        let mut p = WritePolicy::new(Duration::from_millis(500), t0);
+        let (mut writes, mut held) = (0, None);
         for i in 0..1000 {
             let now = t0 + Duration::from_millis(i);
-            if c.decide(now, false).is_ok() {
-                c.wrote(now);
+            if held.is_some_and(|h| h <= now) {
+                p.wrote(now);
                 writes += 1;
+                held = None;
             }
+            held = Some(p.due(now, &update(i % 7 == 0, false), held));
         }
-        assert!(writes <= 3, "{writes} writes");
-        assert!(writes >= 2);
+        assert_eq!(writes, 1, "{writes} writes");
+        assert!(held.is_some(), "the last state is still to be written");
     }
 
     /// A sink that records what was written: (progress, stage, must land).
@@ -674,7 +658,7 @@ mod tests {
     async fn a_run(gap: Duration, fractions: u32) -> (Vec<(i32, String, bool)>, usize) {
         let (mut sink, rec, writer) = spawn_writer();
         sink.send(true);
-        sink.change(true, |s| s.reuse_key = Some("k".into()));
+        sink.change_now(|s| s.reuse_key = Some("k".into()));
         for st in STAGES {
             sink.stage_started(st, "builtin");
             for i in 1..=fractions {
@@ -701,10 +685,10 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_fast_run_writes_each_progress_value_once() {
+    async fn a_fast_run_writes_its_reuse_key_and_its_final_state_only() {
         let (w, n) = a_run(Duration::ZERO, 0).await;
-        // Was 13 writes (every start and end on its own) before boundaries were folded.
-        assert_eq!(progresses(&w), [0, 30, 45, 95, 98, 100], "{w:?}");
+        // Was 13 writes (every start and end on its own), then 6 (one per progress value).
+        assert_eq!(progresses(&w), [0, 100], "{w:?}");
         assert_eq!(n, w.len());
         assert!(w.iter().all(|(_, _, must)| *must), "{w:?}");
         assert_eq!(w.last().unwrap().1, "done");
@@ -713,17 +697,18 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_run_shows_each_stage_running_and_every_boundary() {
         let (w, _) = a_run(Duration::from_secs(2), 0).await;
-        assert_eq!(progresses(&w), [0, 30, 45, 95, 98, 100], "{w:?}");
+        // The reuse key at once, then each stage of 2 s (storing took 3 ms: folded into done).
+        assert_eq!(progresses(&w), [0, 0, 30, 45, 95, 100], "{w:?}");
         // Each stage is seen running: the stage end and the next start went out together.
         let stages: Vec<&str> = w.iter().map(|(_, s, _)| s.as_str()).collect();
         assert_eq!(
             stages,
             [
+                "fetching",
                 "backgroundRemoval",
                 "segmentation",
                 "expansion",
                 "encoding",
-                "storing",
                 "done"
             ]
         );
@@ -734,16 +719,21 @@ mod tests {
         let (w, _) = a_run(Duration::from_secs(3), 300).await;
         let p = progresses(&w);
         assert!(p.windows(2).all(|x| x[0] <= x[1]), "{p:?}");
-        for b in [30, 45, 95, 98, 100] {
-            assert!(p.contains(&b), "{b} missing: {p:?}");
+        assert_eq!(p.last(), Some(&100), "{p:?}");
+        // Each 3 s stage is seen running (the boundaries themselves may be passed over).
+        for stage in ["backgroundRemoval", "segmentation", "expansion", "encoding"] {
+            assert!(
+                w.iter().any(|(_, s, _)| s == stage),
+                "{stage} missing: {w:?}"
+            );
         }
-        // 12 s of run at one write per 500 ms at most, plus the boundaries.
-        assert!(w.len() <= 24 + 6, "{} writes: {p:?}", w.len());
+        // 12 s of run at one write per 500 ms at most, plus the reuse key and the final state.
+        assert!(w.len() <= 24 + 2, "{} writes: {p:?}", w.len());
         assert!(w.iter().filter(|(_, _, must)| !must).count() >= 10, "{w:?}");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_boundary_is_held_no_longer_than_the_hold_limit() {
+    async fn a_stream_of_boundaries_is_written_once_per_interval() {
         let (mut sink, rec, writer) = spawn_writer();
         let t0 = Instant::now();
         let mut first_seen = None;
@@ -760,25 +750,12 @@ mod tests {
         drop(sink);
         writer.await.unwrap().unwrap();
         let first = first_seen.expect("nothing written in 1 s");
-        assert!(
-            first <= BOUNDARY_HOLD_MAX + Duration::from_millis(10),
-            "{first:?}"
-        );
-        assert!(rec.writes().len() <= 12, "{:?}", rec.writes());
+        assert!(first <= Duration::from_millis(510), "{first:?}");
+        // 1 s at one write per 500 ms, and the final state.
+        assert!(rec.writes().len() <= 3, "{:?}", rec.writes());
+        assert!(rec.writes().iter().all(|(_, _, must)| *must));
     }
 
-    #[test]
-    fn only_updates_at_the_same_progress_fold() {
-        let mut a = RunState::new();
-        let b = a.clone();
-        assert!(folds(&a, &b));
-        a.started(Stage::BackgroundRemoval, "builtin");
-        assert!(folds(&b, &a));
-        a.finished(Stage::BackgroundRemoval, "builtin", Duration::ZERO);
-        assert!(!folds(&b, &a));
-    }
-
-    /// The waits of a call that fails instantly every time.
     fn waits(b: Backoff) -> Vec<Duration> {
         let mut elapsed = Duration::ZERO;
         let mut out = Vec::new();

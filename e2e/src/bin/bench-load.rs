@@ -66,6 +66,8 @@ struct Run {
     rss_mib: f64,
     cpu_s: f64,
     operator_writes: f64,
+    /// The operator's writes by kind (status, events, access, jobs, other).
+    operator_by_kind: BTreeMap<String, f64>,
     runner_writes: f64,
     reconcile_p50_ms: f64,
     reconcile_p99_ms: f64,
@@ -104,31 +106,63 @@ fn process_usage(pid: u32) -> Result<(f64, f64)> {
     Ok((hwm_kib / 1024.0, ticks / 100.0))
 }
 
-/// The two FlowSchemas that give the operator's and the runners' writes flows of their own.
+/// The FlowSchemas that give the operator's and the runners' writes flows of their own: the
+/// operator's split by what it writes (each name starts with [`FLOW_OPERATOR`]).
 const FLOW_OPERATOR: &str = "clothjob-bench-operator";
 const FLOW_RUNNERS: &str = "clothjob-bench-runners";
+/// The operator's writes by kind: (flow suffix, API groups, resources); the rest are "other".
+const OPERATOR_KINDS: [(&str, &[&str], &[&str]); 4] = [
+    ("status", &["closetconnect.io"], &["clothjobs/status"]),
+    ("events", &["", "events.k8s.io"], &["events"]),
+    (
+        "access",
+        &["", "rbac.authorization.k8s.io"],
+        &["serviceaccounts", "roles", "rolebindings"],
+    ),
+    ("jobs", &["batch"], &["jobs"]),
+];
 
 async fn install_flow_schemas(case: &Case, namespaces: &[&str]) -> Result<()> {
-    let writes = serde_json::json!([{
-        "verbs": ["create", "update", "patch", "delete", "deletecollection"],
-        "apiGroups": ["*"], "resources": ["*"], "namespaces": ["*"], "clusterScope": true,
-    }]);
+    let rule = |groups: &[&str], resources: &[&str]| {
+        serde_json::json!([{
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+            "apiGroups": groups, "resources": resources, "namespaces": ["*"], "clusterScope": true,
+        }])
+    };
     let runners: Vec<serde_json::Value> = namespaces
         .iter()
         .map(|ns| serde_json::json!({"kind": "ServiceAccount", "serviceAccount": {"namespace": ns, "name": "*"}}))
         .collect();
-    for (name, subjects) in [
+    let operator = serde_json::json!([{"kind": "ServiceAccount", "serviceAccount": {"namespace": clothjob_e2e::harness::SYSTEM_NAMESPACE, "name": "clothjob-operator"}}]);
+    let mut flows = vec![
         (
-            FLOW_OPERATOR,
-            serde_json::json!([{"kind": "ServiceAccount", "serviceAccount": {"namespace": clothjob_e2e::harness::SYSTEM_NAMESPACE, "name": "clothjob-operator"}}]),
+            FLOW_OPERATOR.to_string(),
+            150,
+            operator.clone(),
+            rule(&["*"], &["*"]),
         ),
-        (FLOW_RUNNERS, serde_json::Value::from(runners.clone())),
-    ] {
+        (
+            FLOW_RUNNERS.to_string(),
+            150,
+            serde_json::Value::from(runners),
+            rule(&["*"], &["*"]),
+        ),
+    ];
+    for (kind, groups, resources) in OPERATOR_KINDS {
+        // Matched before the operator's catch-all (a lower precedence number wins).
+        flows.push((
+            format!("{FLOW_OPERATOR}-{kind}"),
+            140,
+            operator.clone(),
+            rule(groups, resources),
+        ));
+    }
+    for (name, precedence, subjects, writes) in flows {
         let fs = serde_json::json!({
             "apiVersion": "flowcontrol.apiserver.k8s.io/v1", "kind": "FlowSchema",
             "metadata": {"name": name},
             "spec": {
-                "matchingPrecedence": 150,
+                "matchingPrecedence": precedence,
                 "priorityLevelConfiguration": {"name": "workload-high"},
                 "distinguisherMethod": {"type": "ByUser"},
                 "rules": [{"subjects": subjects, "resourceRules": writes}],
@@ -170,7 +204,7 @@ fn flow_writes(text: &str) -> HashMap<String, f64> {
     let mut out = HashMap::new();
     for (labels, v) in samples(text, "apiserver_flowcontrol_dispatched_requests_total") {
         let flow = label(labels, "flow_schema");
-        if flow == FLOW_OPERATOR || flow == FLOW_RUNNERS {
+        if flow.starts_with(FLOW_OPERATOR) || flow == FLOW_RUNNERS {
             *out.entry(flow).or_insert(0.0) += v;
         }
     }
@@ -434,7 +468,19 @@ async fn measure(label: &str, limit: usize, a: &Args, photo: &[u8]) -> Result<(R
         drain_s,
         rss_mib,
         cpu_s,
-        operator_writes: delta(FLOW_OPERATOR),
+        operator_writes: w1
+            .keys()
+            .filter(|k| k.starts_with(FLOW_OPERATOR))
+            .map(|k| delta(k))
+            .sum(),
+        operator_by_kind: w1
+            .keys()
+            .filter_map(|k| {
+                let kind = k.strip_prefix(FLOW_OPERATOR)?.trim_start_matches('-');
+                let kind = if kind.is_empty() { "other" } else { kind };
+                Some((kind.to_string(), delta(k) / a.jobs.max(1) as f64))
+            })
+            .collect(),
         runner_writes: delta(FLOW_RUNNERS),
         reconcile_p50_ms: histogram_quantile(&r0, &r1, 0.5),
         reconcile_p99_ms: histogram_quantile(&r0, &r1, 0.99),
@@ -535,6 +581,18 @@ async fn main() -> Result<()> {
     );
     for (k, v) in &main_run.by_resource {
         println!("  {k}: {v:.2}");
+    }
+    for r in std::iter::once(&main_run).chain(baseline.as_ref()) {
+        let kinds: Vec<String> = r
+            .operator_by_kind
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        println!(
+            "operator writes per job by kind ({}): {}",
+            r.label,
+            kinds.join(", ")
+        );
     }
     for r in std::iter::once(&main_run).chain(baseline.as_ref()) {
         println!(
