@@ -38,7 +38,7 @@ async fn source(case: &Case, photo: Vec<u8>, flaky: usize, slow: Duration) -> Re
 }
 
 /// Records every progress value the ClothJob shows, in order.
-fn record_progress(api: Api<ClothJob>, name: &str) -> Arc<Mutex<Vec<(i32, String)>>> {
+pub(crate) fn record_progress(api: Api<ClothJob>, name: &str) -> Arc<Mutex<Vec<(i32, String)>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let out = seen.clone();
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -146,7 +146,7 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     assert_eq!(status.observed_generation, cj.metadata.generation);
     assert!(status.completion_time.is_some() && status.start_time.is_some());
 
-    // Progress climbed through the weighted boundaries and never went back.
+    // Progress never went back and reached 100.
     clothjob_testenv::wait_for(
         "the watch to see progress 100",
         MINUTE,
@@ -167,12 +167,9 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
         values.windows(2).all(|w| w[0] <= w[1]),
         "progress went back: {seen:?}"
     );
-    for boundary in [30, 45, 95, 98, 100] {
-        assert!(
-            values.contains(&boundary),
-            "progress never showed {boundary}: {seen:?}"
-        );
-    }
+    // A run this fast is written about once a second: its stage boundaries may be passed over
+    // (the Gemini test sees a slow stage live); their timings are all in the final status.
+    assert_eq!(values.last(), Some(&100), "{seen:?}");
 
     // Every stage ran, with timings.
     let stages = status.stages.clone().unwrap_or_default();
@@ -233,27 +230,8 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     // No image bytes in the object: it stays small.
     assert!(serde_json::to_vec(&cj)?.len() < 16 * 1024);
 
-    // Events: Succeeded, with a line per stage (a run this fast announces its stages with the
-    // outcome, in one Event).
-    wait_events(&case, "tshirt", &["Succeeded"]).await?;
-    let events: Api<Event> = Api::namespaced(case.client.clone(), &case.ns);
-    let succeeded = events
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .find(|e| {
-            e.reason.as_deref() == Some("Succeeded")
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("tshirt")
-        })
-        .and_then(|e| e.note)
-        .unwrap_or_default();
-    for stage in ["backgroundRemoval", "segmentation", "encoding", "storing"] {
-        assert!(
-            succeeded.contains(&format!("{stage} finished in ")),
-            "{stage} not announced: {succeeded}"
-        );
-    }
+    // Events: Started, StageCompleted, Succeeded.
+    wait_events(&case, "tshirt", &["Started", "StageCompleted", "Succeeded"]).await?;
 
     // kubectl get shows the printer columns; explain documents the spec.
     let get = case

@@ -137,7 +137,10 @@ pub async fn ensure_runner_access(client: &Client, cj: &ClothJob) -> Result<(), 
     let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
     let account = async {
         match &access.service_account {
-            Some(sa) => accounts.patch(&name, &pp, &Patch::Apply(sa)).await.map(drop),
+            Some(sa) => accounts
+                .patch(&name, &pp, &Patch::Apply(sa))
+                .await
+                .map(drop),
             None => Ok(()),
         }
     };

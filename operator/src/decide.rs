@@ -223,7 +223,6 @@ pub fn decide(
         return d;
     }
     decide_inner(cj, observed, settings, job_name, now, &mut d);
-    fold_stage_lines(&mut d.events);
     if d.finished.is_some() {
         // Just finished: reconcile again once the TTL has passed.
         d.requeue_after = ttl_requeue(cj, settings);
@@ -231,23 +230,6 @@ pub fn decide(
         d.requeue_after = Some(d.requeue_after.map_or(a, |r| r.min(a)));
     }
     d
-}
-
-/// The outcome Event of a run that ends with stages still to announce carries their lines: one
-/// Event (one apiserver write) instead of a `StageCompleted` and then the outcome.
-fn fold_stage_lines(events: &mut Vec<EventSpec>) {
-    let Some(stages) = events.iter().position(|e| e.reason == "StageCompleted") else {
-        return;
-    };
-    let Some(outcome) = events
-        .iter()
-        .position(|e| matches!(e.reason.as_str(), "Succeeded" | "Failed"))
-    else {
-        return;
-    };
-    let lines = events[stages].note.clone();
-    events[outcome].note = format!("{}; {lines}", events[outcome].note);
-    events.remove(stages);
 }
 
 fn decide_inner(
@@ -339,6 +321,13 @@ fn decide_inner(
         draft.new.start_time = pods::first_start(&observed.pods);
     }
 
+    let outcome =
+        job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some();
+    if outcome && old.attempts.unwrap_or(0) == 0 && attempts > 0 {
+        // A run over before the operator saw its pod running (its start went unwritten, see
+        // `in_progress`): its Started Event goes out with the outcome, first.
+        d.events.insert(0, started_event(job_name, cj));
+    }
     if job_condition(job, "Complete").is_some() {
         succeeded_job(cj, job, &cur, attempts, &mut draft, d);
     } else if let Some(c) = job_condition(job, "Failed") {
@@ -559,6 +548,17 @@ fn succeeded_job(
     d.finished = Some((Phase::Succeeded, "Succeeded".into(), elapsed(cj, &done)));
 }
 
+/// The `Started` Event of a first attempt.
+fn started_event(job_name: &str, cj: &ClothJob) -> EventSpec {
+    let max_attempts = cj.spec.retries.max(0) + 1;
+    EventSpec {
+        warning: false,
+        reason: "Started".into(),
+        note: format!("Job {job_name} started attempt 1 of {max_attempts}"),
+        ..Default::default()
+    }
+}
+
 /// The reason and message of a failed Job.
 fn failed_job(
     cj: &ClothJob,
@@ -626,12 +626,7 @@ fn in_progress(
     let old_attempts = old.attempts.unwrap_or(0);
     if attempts > old_attempts {
         if old_attempts == 0 && failed == 0 {
-            d.events.push(EventSpec {
-                warning: false,
-                reason: "Started".into(),
-                note: format!("Job {job_name} started attempt 1 of {max_attempts}"),
-                ..Default::default()
-            });
+            d.events.push(started_event(job_name, cj));
         } else {
             d.events.push(EventSpec {
                 warning: true,

@@ -15,6 +15,8 @@ use super::{MockServer, Recorded, Reply};
 pub enum Behaviour {
     /// A picture of [`generated_size`] filled with [`ratio_colour`].
     Image,
+    /// The same picture after this long (a model that takes its time).
+    SlowImage(std::time::Duration),
     /// HTTP 200 without an image: the candidate's `finishReason` is this.
     Blocked(&'static str),
     /// HTTP 503 `UNAVAILABLE` with `Retry-After: 1`.
@@ -53,6 +55,12 @@ impl FakeGemini {
         let server = MockServer::start(move |_, request| {
             match behaviour {
             Behaviour::Image => {
+                let ratio = GeminiCall::parse(request).aspect_ratio;
+                let (w, h) = generated_size(&ratio);
+                image_reply(ratio_colour(&ratio), w, h)
+            }
+            Behaviour::SlowImage(delay) => {
+                std::thread::sleep(delay);
                 let ratio = GeminiCall::parse(request).aspect_ratio;
                 let (w, h) = generated_size(&ratio);
                 image_reply(ratio_colour(&ratio), w, h)

@@ -63,14 +63,42 @@ fn exposed(case: &Case, fake: &FakeGemini) -> Result<(String, Forward)> {
 async fn gemini_expansion_makes_the_catalog_images_with_the_secrets_key() -> Result<()> {
     let case = Case::new("gemini").await?;
     let src = source(&case, tshirt_jpeg(480, 640)?, 0, Duration::ZERO).await?;
-    let fake = FakeGemini::start(Behaviour::Image);
+    // 2 s a reply, 2 calls: the expansion stage runs long enough to be seen live.
+    let fake = FakeGemini::start(Behaviour::SlowImage(Duration::from_secs(2)));
     let (endpoint, _forward) = exposed(&case, &fake)?;
+    let seen = super::record_progress(case.clothjobs(), "gem");
     create_gemini_job(&case, "gem", &src.url("photo.jpg"), &endpoint).await?;
     let cj = wait_condition(&case.clothjobs(), "gem", conditions::COMPLETE, 2 * MINUTE)
         .await
         .with_context(|| case.diagnostics())?;
     let status = cj.status.context("status")?;
     assert_eq!(status.attempts, Some(1));
+    // Live progress: the watch saw the expansion stage running inside its weighted span
+    // (45-95) before the end, and progress never went back.
+    clothjob_testenv::wait_for(
+        "the watch to see progress 100",
+        MINUTE,
+        Duration::from_millis(50),
+        || async {
+            Ok(seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(p, _)| *p == 100)
+                .then_some(()))
+        },
+    )
+    .await?;
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress went back: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(p, s)| s == "expansion" && (45..95).contains(p)),
+        "the expansion stage was never seen running: {seen:?}"
+    );
 
     let stages = status.stages.clone().unwrap_or_default();
     let expansion = stages
