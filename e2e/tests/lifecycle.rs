@@ -59,6 +59,32 @@ pub(crate) fn record_progress(api: Api<ClothJob>, name: &str) -> Arc<Mutex<Vec<(
     seen
 }
 
+/// What [`record_progress`] saw once it saw 100, checked never to go back.
+pub(crate) async fn progress_to_100(
+    seen: &Arc<Mutex<Vec<(i32, String)>>>,
+) -> Result<Vec<(i32, String)>> {
+    clothjob_testenv::wait_for(
+        "the watch to see progress 100",
+        MINUTE,
+        Duration::from_millis(50),
+        || async {
+            Ok(seen
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(p, _)| *p == 100)
+                .then_some(()))
+        },
+    )
+    .await?;
+    let seen = seen.lock().unwrap().clone();
+    anyhow::ensure!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress went back: {seen:?}"
+    );
+    Ok(seen)
+}
+
 async fn event_reasons(case: &Case, name: &str) -> Result<Vec<String>> {
     let events: Api<Event> = Api::namespaced(case.client.clone(), &case.ns);
     let list = events.list(&ListParams::default()).await?;
@@ -147,26 +173,8 @@ async fn a_job_succeeds_with_weighted_progress_and_outputs() -> Result<()> {
     assert!(status.completion_time.is_some() && status.start_time.is_some());
 
     // Progress never went back and reached 100.
-    clothjob_testenv::wait_for(
-        "the watch to see progress 100",
-        MINUTE,
-        Duration::from_millis(50),
-        || async {
-            Ok(seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(p, _)| *p == 100)
-                .then_some(()))
-        },
-    )
-    .await?;
-    let seen = seen.lock().unwrap().clone();
+    let seen = progress_to_100(&seen).await?;
     let values: Vec<i32> = seen.iter().map(|(p, _)| *p).collect();
-    assert!(
-        values.windows(2).all(|w| w[0] <= w[1]),
-        "progress went back: {seen:?}"
-    );
     // A run this fast is written about once a second: its stage boundaries may be passed over
     // (the Gemini test sees a slow stage live); their timings are all in the final status.
     assert_eq!(values.last(), Some(&100), "{seen:?}");

@@ -75,25 +75,7 @@ async fn gemini_expansion_makes_the_catalog_images_with_the_secrets_key() -> Res
     assert_eq!(status.attempts, Some(1));
     // Live progress: the watch saw the expansion stage running inside its weighted span
     // (45-95) before the end, and progress never went back.
-    clothjob_testenv::wait_for(
-        "the watch to see progress 100",
-        MINUTE,
-        Duration::from_millis(50),
-        || async {
-            Ok(seen
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|(p, _)| *p == 100)
-                .then_some(()))
-        },
-    )
-    .await?;
-    let seen = seen.lock().unwrap().clone();
-    assert!(
-        seen.windows(2).all(|w| w[0].0 <= w[1].0),
-        "progress went back: {seen:?}"
-    );
+    let seen = super::progress_to_100(&seen).await?;
     assert!(
         seen.iter()
             .any(|(p, s)| s == "expansion" && (45..95).contains(p)),
