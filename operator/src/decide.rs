@@ -157,6 +157,45 @@ fn failure_text(cur: &ClothJobStatus, observed: &Observed) -> Option<String> {
 }
 
 /// The status being built, with the helpers every branch uses.
+/// What a status write of the operator changes, for `clothjob_status_writes_total{change}`
+/// (a bounded set, first match wins): `phase`, `reuse` (the reuse decision), `queuePosition`,
+/// `stages` (`announcedStages`), `condition` (conditions, reason or message of the same
+/// phase), `attempt` (attempts, start time, the Job's uid) or `other`.
+pub fn write_change(old: &ClothJobStatus, new: &ClothJobStatus) -> &'static str {
+    if old.phase != new.phase {
+        "phase"
+    } else if old.reuse != new.reuse {
+        "reuse"
+    } else if old.queue_position != new.queue_position {
+        "queuePosition"
+    } else if old.announced_stages != new.announced_stages {
+        "stages"
+    } else if old.conditions != new.conditions
+        || old.reason != new.reason
+        || old.message != new.message
+    {
+        "condition"
+    } else if old.attempts != new.attempts
+        || old.start_time != new.start_time
+        || old.job_uid != new.job_uid
+    {
+        "attempt"
+    } else {
+        "other"
+    }
+}
+
+/// Every value [`write_change`] returns.
+pub const WRITE_CHANGES: [&str; 7] = [
+    "phase",
+    "reuse",
+    "queuePosition",
+    "stages",
+    "condition",
+    "attempt",
+    "other",
+];
+
 struct Draft {
     new: ClothJobStatus,
     conds: Vec<Condition>,
@@ -625,9 +664,12 @@ fn in_progress(
     };
     let old_attempts = old.attempts.unwrap_or(0);
     if attempts > old_attempts {
-        if old_attempts == 0 && failed == 0 {
+        if old_attempts == 0 {
+            // A first attempt that failed before its start was written (a quiet start) still
+            // gets its Started Event, before the Retrying one.
             d.events.push(started_event(job_name, cj));
-        } else {
+        }
+        if old_attempts > 0 || failed > 0 {
             d.events.push(EventSpec {
                 warning: true,
                 reason: "Retrying".into(),
@@ -939,6 +981,40 @@ fn elapsed(cj: &ClothJob, done: &Time) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_is_counted_by_the_first_kind_of_change_it_makes() {
+        let old = ClothJobStatus {
+            phase: Some(Phase::Queued),
+            queue_position: Some(9),
+            ..Default::default()
+        };
+        let moved = ClothJobStatus {
+            queue_position: Some(4),
+            ..old.clone()
+        };
+        assert_eq!(write_change(&old, &moved), "queuePosition");
+        let started = ClothJobStatus {
+            phase: Some(Phase::Pending),
+            queue_position: None,
+            ..old.clone()
+        };
+        assert_eq!(write_change(&old, &started), "phase");
+        let retold = ClothJobStatus {
+            message: Some("still waiting".into()),
+            ..old.clone()
+        };
+        assert_eq!(write_change(&old, &retold), "condition");
+        let counted = ClothJobStatus {
+            attempts: Some(1),
+            ..old.clone()
+        };
+        assert_eq!(write_change(&old, &counted), "attempt");
+        assert_eq!(write_change(&old, &old), "other");
+        for c in [&moved, &started, &retold, &counted, &old] {
+            assert!(WRITE_CHANGES.contains(&write_change(&old, c)));
+        }
+    }
 
     /// The places shown to a job that entered the queue at `from` while the jobs ahead of it
     /// start one by one (one reconcile each): every distinct place shown.

@@ -95,6 +95,31 @@ pub fn failure_label(reason: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The reasons of the operator's Events, the label values of `clothjob_events_total`
+/// ([`event_label`]).
+pub const EVENT_REASONS: [&str; 11] = [
+    "Queued",
+    "Started",
+    "StageCompleted",
+    "Retrying",
+    "Succeeded",
+    "Failed",
+    "WaitingForDuplicate",
+    "ReusingOutputs",
+    "SuspendedByKueue",
+    "Suspended",
+    "Waiting",
+];
+
+/// The `reason` label of an Event: one of [`EVENT_REASONS`]; a runner pod's waiting reason
+/// (`ErrImagePull`, `CreateContainerConfigError`, ...) counts as `Waiting`.
+pub fn event_label(reason: &str) -> &'static str {
+    EVENT_REASONS
+        .into_iter()
+        .find(|r| *r == reason)
+        .unwrap_or("Waiting")
+}
+
 /// The operator's metrics, registered in their own registry.
 #[derive(Clone)]
 pub struct Metrics {
@@ -122,6 +147,11 @@ pub struct Metrics {
     pub output_bytes: Histogram,
     /// 1 while this replica holds the leader Lease (or runs without leader election), else 0.
     pub leader: IntGauge,
+    /// Status writes of the operator, by what they changed (`decide::write_change`).
+    pub status_writes: IntCounterVec,
+    /// Events the operator published, by reason (its own reasons; a pod's waiting reason is
+    /// `Waiting`).
+    pub events: IntCounterVec,
     /// The gauges computed from the ClothJob caches at scrape time.
     jobs: Arc<JobsCollector>,
     /// Observations already made in this process (against lagging caches).
@@ -207,6 +237,20 @@ impl Metrics {
             "clothjob_leader",
             "1 while this operator replica is the leader and reconciles, 0 while it stands by",
         )?;
+        let status_writes = IntCounterVec::new(
+            Opts::new(
+                "clothjob_status_writes_total",
+                "Status writes of the operator to ClothJobs, by what they changed",
+            ),
+            &["change"],
+        )?;
+        let events = IntCounterVec::new(
+            Opts::new(
+                "clothjob_events_total",
+                "Events the operator published about ClothJobs, by reason",
+            ),
+            &["reason"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "clothjob_build_info",
@@ -229,6 +273,8 @@ impl Metrics {
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(output_bytes.clone()))?;
         registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(status_writes.clone()))?;
+        registry.register(Box::new(events.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(SharedCollector(jobs.clone())))?;
         // Series exist from the start at zero, so the first observation of each shows in
@@ -243,6 +289,12 @@ impl Metrics {
         for reason in FAILURE_REASONS.into_iter().chain(["other"]) {
             failures.with_label_values(&[reason]);
         }
+        for change in crate::decide::WRITE_CHANGES {
+            status_writes.with_label_values(&[change]);
+        }
+        for reason in EVENT_REASONS {
+            events.with_label_values(&[reason]);
+        }
         Ok(Self {
             registry,
             reconciles,
@@ -256,6 +308,8 @@ impl Metrics {
             retries,
             output_bytes,
             leader,
+            status_writes,
+            events,
             jobs,
             recorded: Arc::new(Recorded::default()),
         })
@@ -654,6 +708,38 @@ mod tests {
     use clothjob_api::{StageState, StageStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn event_reasons_are_a_bounded_set() {
+        assert_eq!(event_label("StageCompleted"), "StageCompleted");
+        assert_eq!(event_label("SuspendedByKueue"), "SuspendedByKueue");
+        assert_eq!(event_label("ErrImageNeverPull"), "Waiting");
+        let m = Metrics::new().unwrap();
+        let text = m.render();
+        for r in EVENT_REASONS {
+            assert!(text.contains(&format!("clothjob_events_total{{reason=\"{r}\"}} 0")));
+        }
+        assert!(text.contains("clothjob_status_writes_total{change=\"queuePosition\"} 0"));
+    }
+
+    #[test]
+    fn every_metric_is_in_the_readme_table() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .unwrap();
+        let text = Metrics::new().unwrap().render();
+        let families: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(families.len() > 10, "{families:?}");
+        for f in families {
+            assert!(
+                readme.contains(&format!("| `{f}` |")),
+                "{f} is missing from README's metrics table"
+            );
+        }
+    }
 
     fn time(ms: i64) -> Time {
         Time(Timestamp::from_millisecond(ms).unwrap())

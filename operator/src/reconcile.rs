@@ -195,6 +195,33 @@ impl Context {
         }
     }
 
+    /// `finished` is finished in the cache: the ClothJobs of its namespace waiting for an identical job
+    /// (`status.reuse` decision `Wait` on its key) decide again now, not at their next
+    /// `WAIT_RECHECK`.
+    fn wake_waiters(&self, finished: &ClothJob, caches: &Caches) {
+        let Some(key) = crate::reuse::reuse_key(finished) else {
+            return;
+        };
+        let ns = finished.namespace().unwrap_or_default();
+        let Ok(wake) = self.wake.lock() else {
+            return;
+        };
+        let Some(tx) = wake.get(&ns).or_else(|| wake.get("*")) else {
+            return;
+        };
+        for cj in caches.clothjobs.state() {
+            let waits = cj
+                .status
+                .as_ref()
+                .and_then(|s| s.reuse.as_ref())
+                .is_some_and(|r| r.decision == ReuseDecision::Wait && r.key == key);
+            if waits && cj.namespace().as_deref() == Some(ns.as_str()) {
+                tracing::debug!(namespace = %ns, clothjob = %cj.name_any(), "waking a duplicate's waiter");
+                let _ = tx.unbounded_send((*cj).clone());
+            }
+        }
+    }
+
     /// The reuse decision for a ClothJob whose runner reported a `reuseKey` (see
     /// [`crate::reuse`]), from the ClothJob cache and this process' claims; a decision to run
     /// makes it the key's claimant.
@@ -331,6 +358,11 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
         // A slot is free: the queued ClothJobs that fit start now, not at their next recheck.
         ctx.wake_queue(Some(&cj));
     }
+    if queue::is_finished(&cj) {
+        // Seen finished in the cache (the waiters' reconciles read the same cache): a job
+        // waiting for this one's outputs decides again now.
+        ctx.wake_waiters(&cj, &caches);
+    }
     cleanup(&cj, &decision, &name, &ctx).await?;
     publish(&cj, &decision, &ctx).await;
     // After the status write: each observation comes from a transition just written.
@@ -432,7 +464,14 @@ async fn write_status(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), 
         .patch_status(&cj.name_any(), &pp, &Patch::Apply(&body))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            let old = operator_fields(&cj.status.clone().unwrap_or_default());
+            ctx.metrics
+                .status_writes
+                .with_label_values(&[crate::decide::write_change(&old, status)])
+                .inc();
+            Ok(())
+        }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(Error::ApplyStatus(e)),
     }
@@ -453,8 +492,13 @@ async fn publish(cj: &ClothJob, d: &Decision, ctx: &Context) {
             action: e.action.clone().unwrap_or_else(|| "Reconcile".into()),
             secondary: None,
         };
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %err, reason = %e.reason, "publishing event");
+        match ctx.recorder.publish(&event, &reference).await {
+            Ok(()) => ctx
+                .metrics
+                .events
+                .with_label_values(&[crate::metrics::event_label(&e.reason)])
+                .inc(),
+            Err(err) => tracing::warn!(error = %err, reason = %e.reason, "publishing event"),
         }
     }
 }

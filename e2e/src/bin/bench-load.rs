@@ -76,6 +76,9 @@ struct Run {
     free_slot_ms: Vec<f64>,
     complete_s: Vec<f64>,
     by_resource: BTreeMap<String, f64>,
+    /// The operator's own count per job: status writes by what they changed, then Events by
+    /// reason (`clothjob_status_writes_total`, `clothjob_events_total`).
+    operator_detail: Vec<(String, f64)>,
 }
 
 fn quantile(v: &[f64], q: f64) -> f64 {
@@ -229,6 +232,22 @@ fn writes_by_resource(text: &str) -> BTreeMap<String, f64> {
             format!("{verb} {res}/{sub}")
         };
         *out.entry(key).or_insert(0.0) += v;
+    }
+    out
+}
+
+/// The operator's status writes by change (`status <change>`) and Events by reason
+/// (`event <reason>`), as counted by its own metrics so far.
+fn operator_counts(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (metric, key, kind) in [
+        ("clothjob_status_writes_total", "change", "status"),
+        ("clothjob_events_total", "reason", "event"),
+    ] {
+        for (labels, v) in samples(text, metric) {
+            *out.entry(format!("{kind} {}", label(labels, key)))
+                .or_insert(0.0) += v;
+        }
     }
     out
 }
@@ -423,6 +442,7 @@ async fn measure(label: &str, limit: usize, a: &Args, photo: &[u8]) -> Result<(R
     let m0 = apiserver_metrics(&case).await?;
     let (w0, b0) = (flow_writes(&m0), writes_by_resource(&m0));
     let r0 = reconcile_buckets(&case).await?;
+    let c0 = operator_counts(&case.operator.metrics().await?);
     let (job_created_ms, complete_s, all, drain_s) =
         batch(&case, &src.url("photo.jpg"), &names, false, a.timeout).await?;
     let m1 = apiserver_metrics(&case).await?;
@@ -438,6 +458,15 @@ async fn measure(label: &str, limit: usize, a: &Args, photo: &[u8]) -> Result<(R
         .filter(|(_, v)| *v > 0.0)
         .collect();
     let r1 = reconcile_buckets(&case).await?;
+    let c1 = operator_counts(&case.operator.metrics().await?);
+    let operator_detail = c1
+        .iter()
+        .map(|(k, v)| {
+            let per = (v - c0.get(k).copied().unwrap_or(0.0)) / a.jobs.max(1) as f64;
+            (k.clone(), per)
+        })
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
     let (rss_mib, cpu_s) = process_usage(case.operator.pid().context("operator pid")?)?;
     let succeeded = all.iter().filter(|c| finished(c) == Some(true)).count();
     let jobs: Api<Job> = Api::namespaced(case.client.clone(), &case.ns);
@@ -488,6 +517,7 @@ async fn measure(label: &str, limit: usize, a: &Args, photo: &[u8]) -> Result<(R
         free_slot_ms,
         complete_s,
         by_resource,
+        operator_detail,
     };
     Ok((run, case))
 }
@@ -592,6 +622,18 @@ async fn main() -> Result<()> {
             "operator writes per job by kind ({}): {}",
             r.label,
             kinds.join(", ")
+        );
+    }
+    for r in std::iter::once(&main_run).chain(baseline.as_ref()) {
+        let detail: Vec<String> = r
+            .operator_detail
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect();
+        println!(
+            "operator status writes and Events per job, its own count ({}): {}",
+            r.label,
+            detail.join(", ")
         );
     }
     for r in std::iter::once(&main_run).chain(baseline.as_ref()) {
