@@ -746,6 +746,18 @@ fn in_progress(
         ));
     } else {
         let running = pods::any_running(&observed.pods);
+        if !running && pods::any_succeeded(&observed.pods) {
+            // The runner exited successfully and the Job controller has yet to mark the Job
+            // Complete (its update reconciles again): nothing new to write in between, and
+            // certainly not "waiting to retry". A start never seen running stays unwritten:
+            // the outcome brings its attempt count and Started Event.
+            draft.new.attempts = old.attempts;
+            draft.new.start_time = old.start_time.clone();
+            if old.attempts.unwrap_or(0) == 0 {
+                d.events.retain(|e| e.reason != "Started");
+            }
+            return;
+        }
         let (reason, msg) = match (running, failed) {
             (true, 0) => (
                 "Started",
@@ -905,8 +917,7 @@ pub fn shown_position(shown: Option<usize>, position: usize) -> usize {
     }
 }
 
-/// Over the operator's concurrency limits: phase Queued at `position`, no Job; a `Queued`
-/// Event the first time.
+/// Over the operator's concurrency limits: phase Queued at `position`, no Job, no Event.
 fn queued(
     position: usize,
     reason: &str,
@@ -920,14 +931,9 @@ fn queued(
     let position = shown_position(shown, position);
     let msg =
         format!("queued at position {position} ({reason}): starts when a running job finishes");
-    if old.phase != Some(Phase::Queued) {
-        d.events.push(EventSpec {
-            warning: false,
-            reason: "Queued".into(),
-            note: format!("over the concurrency limit ({reason}); queued at position {position}"),
-            ..Default::default()
-        });
-    }
+    // No Event: the wait is in the status (phase, `Waiting` condition, position), as Kueue
+    // keeps a workload's; an Event per queued job would be an etcd object per job for an hour
+    // at the rate the queue exists for (ADR 14).
     set_queued(
         draft,
         reason,

@@ -95,10 +95,19 @@ pub fn failure_label(reason: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The `phase` label values of `clothjob_status_writes_total` (`none`: a status without one).
+const PHASES: [&str; 6] = [
+    "Queued",
+    "Pending",
+    "Running",
+    "Succeeded",
+    "Failed",
+    "none",
+];
+
 /// The reasons of the operator's Events, the label values of `clothjob_events_total`
 /// ([`event_label`]).
-pub const EVENT_REASONS: [&str; 11] = [
-    "Queued",
+pub const EVENT_REASONS: [&str; 10] = [
     "Started",
     "StageCompleted",
     "Retrying",
@@ -147,7 +156,8 @@ pub struct Metrics {
     pub output_bytes: Histogram,
     /// 1 while this replica holds the leader Lease (or runs without leader election), else 0.
     pub leader: IntGauge,
-    /// Status writes of the operator, by what they changed (`decide::write_change`).
+    /// Status writes of the operator, by what they changed (`decide::write_change`) and the
+    /// phase written.
     pub status_writes: IntCounterVec,
     /// Events the operator published, by reason (its own reasons; a pod's waiting reason is
     /// `Waiting`).
@@ -240,9 +250,9 @@ impl Metrics {
         let status_writes = IntCounterVec::new(
             Opts::new(
                 "clothjob_status_writes_total",
-                "Status writes of the operator to ClothJobs, by what they changed",
+                "Status writes of the operator to ClothJobs, by what they changed and the phase written",
             ),
-            &["change"],
+            &["change", "phase"],
         )?;
         let events = IntCounterVec::new(
             Opts::new(
@@ -290,7 +300,9 @@ impl Metrics {
             failures.with_label_values(&[reason]);
         }
         for change in crate::decide::WRITE_CHANGES {
-            status_writes.with_label_values(&[change]);
+            for phase in PHASES {
+                status_writes.with_label_values(&[change, phase]);
+            }
         }
         for reason in EVENT_REASONS {
             events.with_label_values(&[reason]);
@@ -719,13 +731,17 @@ mod tests {
         for r in EVENT_REASONS {
             assert!(text.contains(&format!("clothjob_events_total{{reason=\"{r}\"}} 0")));
         }
-        assert!(text.contains("clothjob_status_writes_total{change=\"queuePosition\"} 0"));
+        assert!(
+            text.contains(
+                "clothjob_status_writes_total{change=\"queuePosition\",phase=\"Queued\"} 0"
+            )
+        );
     }
 
     #[test]
     fn every_metric_is_in_the_readme_table() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-            .unwrap();
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
         let text = Metrics::new().unwrap().render();
         let families: std::collections::BTreeSet<&str> = text
             .lines()

@@ -50,6 +50,13 @@ pub fn any_running(pods: &[Pod]) -> bool {
     pods.iter().any(|p| live(p) && phase(p) == Some("Running"))
 }
 
+/// Whether a runner pod finished successfully (not being deleted): its Job is about to be
+/// marked Complete by the Job controller.
+pub fn any_succeeded(pods: &[Pod]) -> bool {
+    pods.iter()
+        .any(|p| live(p) && phase(p) == Some("Succeeded"))
+}
+
 /// When the earliest runner container started running (or, lacking that, when a pod that is
 /// running or finished was started by the kubelet).
 pub fn first_start(pods: &[Pod]) -> Option<Time> {

@@ -468,7 +468,10 @@ async fn write_status(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), 
             let old = operator_fields(&cj.status.clone().unwrap_or_default());
             ctx.metrics
                 .status_writes
-                .with_label_values(&[crate::decide::write_change(&old, status)])
+                .with_label_values(&[
+                    crate::decide::write_change(&old, status),
+                    status.phase.map_or("none", |p| p.as_str()),
+                ])
                 .inc();
             Ok(())
         }

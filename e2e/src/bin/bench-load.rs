@@ -236,18 +236,21 @@ fn writes_by_resource(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-/// The operator's status writes by change (`status <change>`) and Events by reason
+/// The operator's status writes by change and phase (`status <change> (<phase>)`) and Events by reason
 /// (`event <reason>`), as counted by its own metrics so far.
 fn operator_counts(text: &str) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
-    for (metric, key, kind) in [
-        ("clothjob_status_writes_total", "change", "status"),
-        ("clothjob_events_total", "reason", "event"),
-    ] {
-        for (labels, v) in samples(text, metric) {
-            *out.entry(format!("{kind} {}", label(labels, key)))
-                .or_insert(0.0) += v;
-        }
+    for (labels, v) in samples(text, "clothjob_status_writes_total") {
+        let key = format!(
+            "status {} ({})",
+            label(labels, "change"),
+            label(labels, "phase")
+        );
+        *out.entry(key).or_insert(0.0) += v;
+    }
+    for (labels, v) in samples(text, "clothjob_events_total") {
+        *out.entry(format!("event {}", label(labels, "reason")))
+            .or_insert(0.0) += v;
     }
     out
 }
