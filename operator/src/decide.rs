@@ -196,6 +196,29 @@ pub const WRITE_CHANGES: [&str; 7] = [
     "other",
 ];
 
+/// `s` with the operator-owned fields of `ours` (the runner's fields of `s` kept): the status
+/// as it is after the operator applied `ours` (server-side apply: the fields it owns are
+/// exactly those it sent).
+pub fn with_operator_fields(s: &ClothJobStatus, ours: &ClothJobStatus) -> ClothJobStatus {
+    let o = operator_fields(ours);
+    ClothJobStatus {
+        observed_generation: o.observed_generation,
+        conditions: o.conditions,
+        phase: o.phase,
+        attempts: o.attempts,
+        job_name: o.job_name,
+        job_uid: o.job_uid,
+        announced_stages: o.announced_stages,
+        queue_position: o.queue_position,
+        message: o.message,
+        reason: o.reason,
+        start_time: o.start_time,
+        completion_time: o.completion_time,
+        reuse: o.reuse,
+        ..s.clone()
+    }
+}
+
 struct Draft {
     new: ClothJobStatus,
     conds: Vec<Condition>,
@@ -987,6 +1010,27 @@ fn elapsed(cj: &ClothJob, done: &Time) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_operators_own_write_replaces_its_fields_and_keeps_the_runners() {
+        let cached = ClothJobStatus {
+            phase: Some(Phase::Queued),
+            queue_position: Some(3),
+            progress: Some(30),
+            reuse_key: Some("k".into()),
+            ..Default::default()
+        };
+        let ours = ClothJobStatus {
+            phase: Some(Phase::Pending),
+            job_uid: Some("u".into()),
+            ..Default::default()
+        };
+        let view = with_operator_fields(&cached, &ours);
+        assert_eq!(operator_fields(&view), operator_fields(&ours));
+        assert_eq!(view.queue_position, None);
+        assert_eq!(view.progress, Some(30));
+        assert_eq!(view.reuse_key.as_deref(), Some("k"));
+    }
 
     #[test]
     fn a_write_is_counted_by_the_first_kind_of_change_it_makes() {

@@ -159,6 +159,9 @@ pub struct Metrics {
     /// Status writes of the operator, by what they changed (`decide::write_change`) and the
     /// phase written.
     pub status_writes: IntCounterVec,
+    /// Reconciles that read the operator's own last status write because the ClothJob cache
+    /// did not show it yet.
+    pub cache_behind: IntCounter,
     /// Events the operator published, by reason (its own reasons; a pod's waiting reason is
     /// `Waiting`).
     pub events: IntCounterVec,
@@ -254,6 +257,10 @@ impl Metrics {
             ),
             &["change", "phase"],
         )?;
+        let cache_behind = IntCounter::new(
+            "clothjob_reconcile_cache_behind_total",
+            "Reconciles that used the operator's own last status write because the ClothJob cache did not show it yet",
+        )?;
         let events = IntCounterVec::new(
             Opts::new(
                 "clothjob_events_total",
@@ -285,6 +292,7 @@ impl Metrics {
         registry.register(Box::new(leader.clone()))?;
         registry.register(Box::new(status_writes.clone()))?;
         registry.register(Box::new(events.clone()))?;
+        registry.register(Box::new(cache_behind.clone()))?;
         registry.register(Box::new(build_info))?;
         registry.register(Box::new(SharedCollector(jobs.clone())))?;
         // Series exist from the start at zero, so the first observation of each shows in
@@ -321,6 +329,7 @@ impl Metrics {
             output_bytes,
             leader,
             status_writes,
+            cache_behind,
             events,
             jobs,
             recorded: Arc::new(Recorded::default()),

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clothjob_api::{ClothJob, ReuseDecision, ReuseStatus, contract};
+use clothjob_api::{ClothJob, ClothJobStatus, ReuseDecision, ReuseStatus, contract};
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
@@ -19,7 +19,9 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::config::OperatorConfig;
-use crate::decide::{Decision, Settings, decide, invalid_spec, operator_fields};
+use crate::decide::{
+    Decision, Settings, decide, invalid_spec, operator_fields, with_operator_fields,
+};
 use crate::error::Error;
 use crate::job::{build_job, job_name};
 use crate::metrics::Metrics;
@@ -53,7 +55,14 @@ pub struct Context {
     /// identical jobs reconciled before that decision reaches the cache wait for it. Lost on
     /// a restart: the decisions themselves are in each ClothJob's `status.reuse`.
     claims: Mutex<HashMap<(String, String), String>>,
+    /// Per ClothJob uid, the resourceVersion its cache entry had when this process last wrote
+    /// its status, and the status written (see [`Context::own_view`]). Lost on a restart: at
+    /// most one redundant write each.
+    written: Mutex<HashMap<String, (String, ClothJobStatus)>>,
 }
+
+/// Entries of `Context::written` kept before the table is cleared (it only saves writes).
+const WRITTEN_PRUNE_AT: usize = 8192;
 
 /// Claims kept before finished or vanished claimants are dropped.
 const CLAIMS_PRUNE_AT: usize = 1024;
@@ -84,6 +93,50 @@ impl Context {
             overlay: Mutex::new(Overlay::default()),
             wake: Mutex::new(HashMap::new()),
             claims: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `cj` as this process last wrote it: while the cache still shows the version `cj` had
+    /// before this process' last status write (a reconcile triggered by another object, its
+    /// new Job or a pod, ran before the ClothJob's watch delivered that write), the operator's
+    /// own fields are taken from that write, so the decision neither repeats it nor its Events.
+    /// The runner's fields stay as cached. An entry whose cache version moved on is dropped.
+    fn own_view(&self, cj: Arc<ClothJob>) -> Arc<ClothJob> {
+        let (Some(uid), Some(rv)) = (cj.uid(), cj.resource_version()) else {
+            return cj;
+        };
+        let Ok(mut written) = self.written.lock() else {
+            return cj;
+        };
+        match written.get(&uid) {
+            Some((seen, ours)) if *seen == rv => {
+                self.metrics.cache_behind.inc();
+                let mut mine = (*cj).clone();
+                mine.status = Some(with_operator_fields(
+                    &cj.status.clone().unwrap_or_default(),
+                    ours,
+                ));
+                Arc::new(mine)
+            }
+            Some(_) => {
+                written.remove(&uid);
+                cj
+            }
+            None => cj,
+        }
+    }
+
+    /// Remembers the status just written for `cj` (read from the cache at version `rv`).
+    fn remember_write(&self, cj: &ClothJob, status: &ClothJobStatus) {
+        let (Some(uid), Some(rv)) = (cj.uid(), cj.resource_version()) else {
+            return;
+        };
+        if let Ok(mut written) = self.written.lock() {
+            if written.len() >= WRITTEN_PRUNE_AT {
+                written.clear();
+            }
+            written.insert(uid, (rv, status.clone()));
         }
     }
 
@@ -300,6 +353,7 @@ pub async fn reconcile(cj: Arc<ClothJob>, ctx: Arc<Context>) -> Result<Action, E
         // Until the Job, pod and Event caches have their first list, decide nothing.
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    let cj = ctx.own_view(cj);
     let mut observed = observe(&ctx.client, &caches, &cj).await?;
     let waits_for_a_slot = observed.job.is_none()
         && cj.status.as_ref().is_none_or(|s| s.job_uid.is_none())
@@ -465,6 +519,7 @@ async fn write_status(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), 
         .await
     {
         Ok(_) => {
+            ctx.remember_write(cj, status);
             let old = operator_fields(&cj.status.clone().unwrap_or_default());
             ctx.metrics
                 .status_writes
