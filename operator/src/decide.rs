@@ -69,8 +69,10 @@ impl Default for Settings {
 /// How long the normal steps of a first start (the pod created, its container creating) go
 /// unwritten: a pod that starts within it costs no status write between Pending and Running;
 /// one still starting after it shows its waiting reason. Problems (image pulls, scheduling,
-/// missing Secrets) are written at once.
-pub const START_QUIET: Duration = Duration::from_secs(15);
+/// missing Secrets) are written at once. A minute (ADR 14): on a busy node a normal start
+/// often takes longer than 15 s (0.96 writes per job in the load benchmark), and the step it
+/// is in (`ContainerCreating` while the image is pulled) is nothing a user acts on.
+pub const START_QUIET: Duration = Duration::from_secs(60);
 
 /// How often a queued ClothJob looks at the queue again without being woken (a safety net:
 /// a finishing or deleted job wakes the ones that may start; this also refreshes
@@ -361,9 +363,16 @@ fn decide_inner(
             draft.new.queue_position = None;
             draft.new.phase = Some(Phase::Pending);
             draft.new.reason = Some("Pending".into());
-            draft.new.message = Some(format!("creating Job {job_name}"));
+            draft.new.message = Some(format!(
+                "Job {job_name} created; waiting for its runner pod"
+            ));
             draft.set(RUNNING, false, "Pending", "waiting for a runner pod");
-            draft.set(WAITING, true, "Pending", "creating the runner Job");
+            draft.set(
+                WAITING,
+                true,
+                "Pending",
+                "waiting for the runner pod to start",
+            );
             d.status = draft.into_status(&old);
             return;
         }
