@@ -4,9 +4,11 @@
 //!   built without a container engine (`cargo xtask images`).
 //! - [`dashboard`]: README's dashboard picture, drawn from a real run's Prometheus data
 //!   (`cargo xtask dashboard-picture`).
+//! - [`lanes`]: `cargo xtask test`'s test run in concurrent lanes.
 
 pub mod dashboard;
 pub mod images;
+pub mod lanes;
 
 /// The workspace root.
 pub fn workspace_root() -> std::path::PathBuf {

@@ -13,7 +13,7 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   gen-crds     write crds/ and the chart's CRD template from the Rust types
   build-k8s    build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl, helm, s3s-fs
-  test [ARGS]  fmt check, clippy -D warnings, helm lint, test set-up, then cargo test --workspace [ARGS]
+  test [ARGS]  fmt check, clippy -D warnings, helm lint, test set-up, then the tests: without ARGS in lanes (CLOTHJOB_TEST_LANES, 2), with ARGS one cargo test --workspace [ARGS]
   demo [--keep] [--debug]  the sample ClothJob on a real one-node cluster (shipped images, chart by helm) with live progress; --keep: stay up until Ctrl-C
   bench-load [--jobs N] [--duplicates D] [--limit L] [--no-baseline]  the load benchmark on the test cluster (real node): N ClothJobs at once (1000) with the limit (50), D duplicates of one photo (100), the same N without the limit
   bench        the anchors of ../shared/bench and our pipeline in one run, as ratios
@@ -219,15 +219,46 @@ fn test(extra: &[String]) -> Result<()> {
             .arg(root().join("charts/clothjob-operator")),
     )?;
     setup.wait()?;
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace"]).args(extra);
+    let mut env = Vec::new();
     for (var, value) in test_env()? {
         if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
             eprintln!("    {var}={}", value.display());
-            cmd.env(var, value);
+            env.push((var, value));
         }
     }
-    run("cargo test", &mut cmd)
+    let test_cmd = |args: &[String]| {
+        let mut cmd = cargo();
+        cmd.args(["test", "--workspace"]).args(args);
+        cmd.envs(env.iter().map(|(k, v)| (*k, v)));
+        cmd
+    };
+    if !extra.is_empty() {
+        // A developer's selection or harness flags: one plain cargo test.
+        return run("cargo test", &mut test_cmd(extra));
+    }
+    // Build everything once (CPU-bound, cargo parallelises it), then run the test binaries
+    // in lanes (mostly waiting on clusters).
+    run("cargo test --no-run", &mut test_cmd(&["--no-run".into()]))?;
+    let out = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("parsing cargo metadata")?;
+    let units = xtask::lanes::plan(&xtask::lanes::test_targets(&metadata)?)?;
+    let lanes = match std::env::var("CLOTHJOB_TEST_LANES") {
+        Ok(v) if !v.is_empty() => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .with_context(|| format!("CLOTHJOB_TEST_LANES={v}: not a positive number"))?,
+        _ => xtask::lanes::LANES,
+    };
+    let log_dir = root().join("target/test-logs");
+    xtask::lanes::run(units, lanes, &log_dir, &|u| test_cmd(&u.args)).map(drop)
 }
 
 /// Where the set-up script put ONNX Runtime, u2netp and rembg, for the tests that use them.
