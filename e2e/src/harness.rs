@@ -84,7 +84,7 @@ fn cargo_target_dir() -> PathBuf {
 /// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...): build scripts such as ring's rerun when those
 /// change, so passing them on would rebuild half the dependency tree on every nested build and
 /// again on the next plain `cargo test`.
-fn cargo_command() -> Command {
+pub fn cargo_command() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     clean_cargo_env(&mut cmd);

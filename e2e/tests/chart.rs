@@ -1117,7 +1117,9 @@ fn checkov_finds_no_failed_check_but_the_documented_skips() {
 
 // ---- on a real API server ----
 
-/// The operator binary, built like the other end-to-end tests build it (a no-op when fresh).
+/// The operator binary, built like the other end-to-end tests build it (a no-op when fresh):
+/// with the runner, as the images build does, so cargo resolves the same features and reuses
+/// that build instead of compiling the operator a second time.
 fn operator_binary() -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("locating the target directory")?;
@@ -1126,10 +1128,16 @@ fn operator_binary() -> Result<PathBuf> {
     } else {
         dir
     };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(bins::workspace_root())
-        .args(["build", "--bins", "-p", "clothjob-operator"]);
+    // Without cargo's per-package variables, which would make build scripts rerun.
+    let mut cmd = clothjob_e2e::harness::cargo_command();
+    cmd.args([
+            "build",
+            "--bins",
+            "-p",
+            "clothjob-operator",
+            "-p",
+            "clothjob-runner",
+        ]);
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }

@@ -44,23 +44,8 @@ async fn cli_binary() -> Result<&'static PathBuf> {
     CLI.get_or_try_init(|| async {
         tokio::task::spawn_blocking(|| -> Result<PathBuf> {
             let root = bins::workspace_root();
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut cmd = Command::new(cargo);
-            for (key, _) in std::env::vars_os() {
-                let Some(key) = key.to_str() else { continue };
-                if key.starts_with("CARGO_PKG_")
-                    || key.starts_with("CARGO_MANIFEST_")
-                    || key.starts_with("CARGO_BIN_")
-                    || matches!(
-                        key,
-                        "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
-                    )
-                {
-                    cmd.env_remove(key);
-                }
-            }
+            let mut cmd = clothjob_e2e::harness::cargo_command();
             let status = cmd
-                .current_dir(&root)
                 .args([
                     "build",
                     "--quiet",

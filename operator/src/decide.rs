@@ -107,22 +107,7 @@ pub struct Decision {
 
 /// The operator-owned projection of a status (the fields it writes with server-side apply).
 pub fn operator_fields(s: &ClothJobStatus) -> ClothJobStatus {
-    ClothJobStatus {
-        observed_generation: s.observed_generation,
-        conditions: s.conditions.clone(),
-        phase: s.phase,
-        attempts: s.attempts,
-        job_name: s.job_name.clone(),
-        job_uid: s.job_uid.clone(),
-        announced_stages: s.announced_stages.clone(),
-        queue_position: s.queue_position,
-        message: s.message.clone(),
-        reason: s.reason.clone(),
-        start_time: s.start_time.clone(),
-        completion_time: s.completion_time.clone(),
-        reuse: s.reuse.clone(),
-        ..Default::default()
-    }
+    with_operator_fields(&ClothJobStatus::default(), s)
 }
 
 fn job_condition<'a>(
@@ -202,21 +187,47 @@ pub const WRITE_CHANGES: [&str; 7] = [
 /// as it is after the operator applied `ours` (server-side apply: the fields it owns are
 /// exactly those it sent).
 pub fn with_operator_fields(s: &ClothJobStatus, ours: &ClothJobStatus) -> ClothJobStatus {
-    let o = operator_fields(ours);
+    // Every field named (no `..`): a new status field does not compile until it is sorted
+    // into the operator's (copied from `ours`) or the runner's (kept from `s`), beside
+    // `clothjob_api::status::OPERATOR_FIELDS` (a test compares the two).
+    let ClothJobStatus {
+        observed_generation,
+        conditions,
+        phase,
+        queue_position,
+        attempts,
+        job_name,
+        job_uid,
+        announced_stages,
+        message,
+        reason,
+        start_time,
+        completion_time,
+        reuse,
+        progress: _,
+        stage: _,
+        stages: _,
+        outputs: _,
+        regions: _,
+        runner_failure: _,
+        source_sha256: _,
+        reuse_key: _,
+        reused_from: _,
+    } = ours.clone();
     ClothJobStatus {
-        observed_generation: o.observed_generation,
-        conditions: o.conditions,
-        phase: o.phase,
-        attempts: o.attempts,
-        job_name: o.job_name,
-        job_uid: o.job_uid,
-        announced_stages: o.announced_stages,
-        queue_position: o.queue_position,
-        message: o.message,
-        reason: o.reason,
-        start_time: o.start_time,
-        completion_time: o.completion_time,
-        reuse: o.reuse,
+        observed_generation,
+        conditions,
+        phase,
+        queue_position,
+        attempts,
+        job_name,
+        job_uid,
+        announced_stages,
+        message,
+        reason,
+        start_time,
+        completion_time,
+        reuse,
         ..s.clone()
     }
 }
@@ -1039,6 +1050,52 @@ mod tests {
         assert_eq!(view.queue_position, None);
         assert_eq!(view.progress, Some(30));
         assert_eq!(view.reuse_key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn the_operators_fields_are_exactly_the_apis_operator_fields() {
+        let full: ClothJobStatus = serde_json::from_value(serde_json::json!({
+            "observedGeneration": 1, "conditions": [], "phase": "Running", "queuePosition": 1,
+            "progress": 5, "stage": "segmentation", "stages": [], "attempts": 1,
+            "jobName": "j", "jobUid": "u", "announcedStages": [], "outputs": [], "regions": [],
+            "message": "m", "reason": "r", "startTime": "2026-01-01T00:00:00Z",
+            "completionTime": "2026-01-01T00:00:01Z",
+            "runnerFailure": {"reason": "BadInput", "message": "m", "retryable": false},
+            "sourceSha256": "a".repeat(64), "reuseKey": "b".repeat(64), "reusedFrom": "x",
+            "reuse": {"key": "b".repeat(64), "decision": "Run"},
+        }))
+        .unwrap();
+        let keys = |s: &ClothJobStatus| -> Vec<String> {
+            let mut k: Vec<String> = serde_json::to_value(s)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            k.sort();
+            k
+        };
+        let mut all: Vec<String> = clothjob_api::status::OPERATOR_FIELDS
+            .iter()
+            .chain(clothjob_api::status::RUNNER_FIELDS)
+            .map(|s| s.to_string())
+            .collect();
+        all.sort();
+        assert_eq!(keys(&full), all, "the fixture sets every status field");
+        let mut ours: Vec<String> = clothjob_api::status::OPERATOR_FIELDS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        ours.sort();
+        assert_eq!(keys(&operator_fields(&full)), ours);
+        let kept = with_operator_fields(&full, &ClothJobStatus::default());
+        let mut runners: Vec<String> = clothjob_api::status::RUNNER_FIELDS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        runners.sort();
+        assert_eq!(keys(&kept), runners);
     }
 
     #[test]

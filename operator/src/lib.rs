@@ -9,6 +9,7 @@ pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod own_writes;
 pub mod pods;
 pub mod queue;
 pub mod reconcile;

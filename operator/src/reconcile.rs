@@ -19,13 +19,12 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::config::OperatorConfig;
-use crate::decide::{
-    Decision, Settings, decide, invalid_spec, operator_fields, with_operator_fields,
-};
+use crate::decide::{Decision, Settings, decide, invalid_spec, operator_fields};
 use crate::error::Error;
 use crate::job::{build_job, job_name};
 use crate::metrics::Metrics;
 use crate::observe::{Caches, observe};
+use crate::own_writes::OwnWrites;
 use crate::queue::{self, Admission};
 
 /// Shared state of the reconciler. Nothing here has to survive a restart: what matters is in
@@ -55,14 +54,11 @@ pub struct Context {
     /// identical jobs reconciled before that decision reaches the cache wait for it. Lost on
     /// a restart: the decisions themselves are in each ClothJob's `status.reuse`.
     claims: Mutex<HashMap<(String, String), String>>,
-    /// Per ClothJob uid, the resourceVersion its cache entry had when this process last wrote
-    /// its status, and the status written (see [`Context::own_view`]). Lost on a restart: at
-    /// most one redundant write each.
-    written: Mutex<HashMap<String, (String, ClothJobStatus)>>,
+    /// The operator's last status write per ClothJob, for reconciles that run before the
+    /// cache shows it (see [`OwnWrites::view`]). Lost on a restart: at most one redundant
+    /// write each.
+    written: OwnWrites,
 }
-
-/// Entries of `Context::written` kept before the table is cleared (it only saves writes).
-const WRITTEN_PRUNE_AT: usize = 8192;
 
 /// Claims kept before finished or vanished claimants are dropped.
 const CLAIMS_PRUNE_AT: usize = 1024;
@@ -93,51 +89,18 @@ impl Context {
             overlay: Mutex::new(Overlay::default()),
             wake: Mutex::new(HashMap::new()),
             claims: Mutex::new(HashMap::new()),
-            written: Mutex::new(HashMap::new()),
+            written: OwnWrites::default(),
         }
     }
 
-    /// `cj` as this process last wrote it: while the cache still shows the version `cj` had
-    /// before this process' last status write (a reconcile triggered by another object, its
-    /// new Job or a pod, ran before the ClothJob's watch delivered that write), the operator's
-    /// own fields are taken from that write, so the decision neither repeats it nor its Events.
-    /// The runner's fields stay as cached. An entry whose cache version moved on is dropped.
+    /// `cj` with the operator's own last write while the cache lags behind it
+    /// ([`OwnWrites::view`]), counted in `clothjob_reconcile_cache_behind_total`.
     fn own_view(&self, cj: Arc<ClothJob>) -> Arc<ClothJob> {
-        let (Some(uid), Some(rv)) = (cj.uid(), cj.resource_version()) else {
-            return cj;
-        };
-        let Ok(mut written) = self.written.lock() else {
-            return cj;
-        };
-        match written.get(&uid) {
-            Some((seen, ours)) if *seen == rv => {
-                self.metrics.cache_behind.inc();
-                let mut mine = (*cj).clone();
-                mine.status = Some(with_operator_fields(
-                    &cj.status.clone().unwrap_or_default(),
-                    ours,
-                ));
-                Arc::new(mine)
-            }
-            Some(_) => {
-                written.remove(&uid);
-                cj
-            }
-            None => cj,
+        let (cj, behind) = self.written.view(cj);
+        if behind {
+            self.metrics.cache_behind.inc();
         }
-    }
-
-    /// Remembers the status just written for `cj` (read from the cache at version `rv`).
-    fn remember_write(&self, cj: &ClothJob, status: &ClothJobStatus) {
-        let (Some(uid), Some(rv)) = (cj.uid(), cj.resource_version()) else {
-            return;
-        };
-        if let Ok(mut written) = self.written.lock() {
-            if written.len() >= WRITTEN_PRUNE_AT {
-                written.clear();
-            }
-            written.insert(uid, (rv, status.clone()));
-        }
+        cj
     }
 
     fn settings(&self) -> Settings {
@@ -252,9 +215,6 @@ impl Context {
     /// (`status.reuse` decision `Wait` on its key) decide again now, not at their next
     /// `WAIT_RECHECK`.
     fn wake_waiters(&self, finished: &ClothJob, caches: &Caches) {
-        let Some(key) = crate::reuse::reuse_key(finished) else {
-            return;
-        };
         let ns = finished.namespace().unwrap_or_default();
         let Ok(wake) = self.wake.lock() else {
             return;
@@ -262,16 +222,10 @@ impl Context {
         let Some(tx) = wake.get(&ns).or_else(|| wake.get("*")) else {
             return;
         };
-        for cj in caches.clothjobs.state() {
-            let waits = cj
-                .status
-                .as_ref()
-                .and_then(|s| s.reuse.as_ref())
-                .is_some_and(|r| r.decision == ReuseDecision::Wait && r.key == key);
-            if waits && cj.namespace().as_deref() == Some(ns.as_str()) {
-                tracing::debug!(namespace = %ns, clothjob = %cj.name_any(), "waking a duplicate's waiter");
-                let _ = tx.unbounded_send((*cj).clone());
-            }
+        let all = caches.clothjobs.state();
+        for cj in crate::reuse::waiters(finished, all.iter().map(|c| &**c)) {
+            tracing::debug!(namespace = %ns, clothjob = %cj.name_any(), "waking a duplicate's waiter");
+            let _ = tx.unbounded_send(cj.clone());
         }
     }
 
@@ -519,7 +473,7 @@ async fn write_status(cj: &ClothJob, d: &Decision, ctx: &Context) -> Result<(), 
         .await
     {
         Ok(_) => {
-            ctx.remember_write(cj, status);
+            ctx.written.remember(cj, status);
             let old = operator_fields(&cj.status.clone().unwrap_or_default());
             ctx.metrics
                 .status_writes

@@ -43,6 +43,25 @@ fn reusable(cj: &ClothJob, window: Duration, now: Timestamp) -> Option<i64> {
     (age_ms <= i64::try_from(window.as_millis()).unwrap_or(i64::MAX)).then_some(done)
 }
 
+/// The ClothJobs among `all` that wait for `finished` to end: same namespace, their
+/// `status.reuse` says `Wait` on `finished`'s reuse key. A finished job wakes them so they
+/// decide again at once instead of at their next [`WAIT_RECHECK`].
+pub fn waiters<'a>(
+    finished: &ClothJob,
+    all: impl IntoIterator<Item = &'a ClothJob>,
+) -> Vec<&'a ClothJob> {
+    let Some(key) = reuse_key(finished) else {
+        return Vec::new();
+    };
+    let ns = finished.metadata.namespace.as_deref();
+    all.into_iter()
+        .filter(|cj| cj.metadata.namespace.as_deref() == ns)
+        .filter(|cj| {
+            decision_for(cj, key).is_some_and(|r| r.decision == ReuseDecision::Wait)
+        })
+        .collect()
+}
+
 /// The decision for `me` (an unfinished ClothJob whose runner reported a reuse key) among
 /// `others` (the ClothJobs of the cache; `me` may be among them, and other namespaces are
 /// ignored), given `claimant`: the ClothJob this process last let run this key. `None` when
@@ -145,6 +164,28 @@ mod tests {
 
     const KEY: &str = "  reuseKey: kkkk\n";
     const SUCCEEDED: &str = "  reuseKey: kkkk\n  phase: Succeeded\n  completionTime: '2026-12-03T11:00:00Z'\n  conditions: [{type: Complete, status: 'True', reason: Succeeded, message: '', lastTransitionTime: '2026-12-03T11:00:00Z'}]\n  outputs: [{name: catalog, uri: 'file:///out/a/catalog.jpg', mediaType: image/jpeg, width: 1, height: 1, bytes: 1, sha256: abc}]\n";
+
+    #[test]
+    fn a_finished_job_wakes_the_jobs_of_its_namespace_waiting_on_its_key() {
+        let wait = |name: &str, ns: &str, key: &str| {
+            job(
+                name,
+                ns,
+                &format!("  reuseKey: {key}\n  reuse: {{key: {key}, decision: Wait, job: a}}\n"),
+            )
+        };
+        let done = job("a", "ns", SUCCEEDED);
+        let w1 = wait("w1", "ns", "kkkk");
+        let other_ns = wait("w2", "elsewhere", "kkkk");
+        let other_key = wait("w3", "ns", "zzzz");
+        let runs = job("r", "ns", "  reuseKey: kkkk\n  reuse: {key: kkkk, decision: Run}\n");
+        let all = [&done, &w1, &other_ns, &other_key, &runs];
+        let woken: Vec<&str> = waiters(&done, all).into_iter().map(name).collect();
+        assert_eq!(woken, ["w1"]);
+        let mut never = done.clone();
+        never.spec.reuse = ReusePolicy::Never;
+        assert!(waiters(&never, all).is_empty());
+    }
 
     #[test]
     fn no_key_or_never_takes_no_part() {
