@@ -80,32 +80,10 @@ fn cargo_target_dir() -> PathBuf {
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// A `cargo` command without the per-package variables cargo gives the test process
-/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...): build scripts such as ring's rerun when those
-/// change, so passing them on would rebuild half the dependency tree on every nested build and
-/// again on the next plain `cargo test`.
+/// `cargo` without the per-package variables cargo gives the test process (see
+/// [`bins::cargo_command`]).
 pub fn cargo_command() -> Command {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    clean_cargo_env(&mut cmd);
-    cmd.current_dir(bins::workspace_root());
-    cmd
-}
-
-fn clean_cargo_env(cmd: &mut Command) {
-    for (key, _) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        let per_package = key.starts_with("CARGO_PKG_")
-            || key.starts_with("CARGO_MANIFEST_")
-            || key.starts_with("CARGO_BIN_")
-            || matches!(
-                key,
-                "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
-            );
-        if per_package {
-            cmd.env_remove(key);
-        }
-    }
+    bins::cargo_command()
 }
 
 fn run_quiet(what: &str, cmd: &mut Command) -> Result<()> {
@@ -148,7 +126,11 @@ pub fn build_images() -> Result<[PathBuf; 2]> {
     )?;
     let xtask = cargo_target_dir().join("debug/xtask");
     let mut cmd = Command::new(&xtask);
-    clean_cargo_env(&mut cmd);
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(bins::is_per_package_variable) {
+            cmd.env_remove(key);
+        }
+    }
     run_quiet(
         "cargo xtask images --debug",
         cmd.current_dir(bins::workspace_root())

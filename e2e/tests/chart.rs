@@ -1131,13 +1131,13 @@ fn operator_binary() -> Result<PathBuf> {
     // Without cargo's per-package variables, which would make build scripts rerun.
     let mut cmd = clothjob_e2e::harness::cargo_command();
     cmd.args([
-            "build",
-            "--bins",
-            "-p",
-            "clothjob-operator",
-            "-p",
-            "clothjob-runner",
-        ]);
+        "build",
+        "--bins",
+        "-p",
+        "clothjob-operator",
+        "-p",
+        "clothjob-runner",
+    ]);
     if dir.file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use clothjob_api::{ClothJob, ClothJobStatus, ReuseDecision, ReuseStatus, contract};
+use clothjob_api::{ClothJob, ReuseDecision, ReuseStatus, contract};
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;

@@ -56,9 +56,7 @@ pub fn waiters<'a>(
     let ns = finished.metadata.namespace.as_deref();
     all.into_iter()
         .filter(|cj| cj.metadata.namespace.as_deref() == ns)
-        .filter(|cj| {
-            decision_for(cj, key).is_some_and(|r| r.decision == ReuseDecision::Wait)
-        })
+        .filter(|cj| decision_for(cj, key).is_some_and(|r| r.decision == ReuseDecision::Wait))
         .collect()
 }
 
@@ -178,7 +176,11 @@ mod tests {
         let w1 = wait("w1", "ns", "kkkk");
         let other_ns = wait("w2", "elsewhere", "kkkk");
         let other_key = wait("w3", "ns", "zzzz");
-        let runs = job("r", "ns", "  reuseKey: kkkk\n  reuse: {key: kkkk, decision: Run}\n");
+        let runs = job(
+            "r",
+            "ns",
+            "  reuseKey: kkkk\n  reuse: {key: kkkk, decision: Run}\n",
+        );
         let all = [&done, &w1, &other_ns, &other_key, &runs];
         let woken: Vec<&str> = waiters(&done, all).into_iter().map(name).collect();
         assert_eq!(woken, ["w1"]);

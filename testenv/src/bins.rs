@@ -41,6 +41,34 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// `cargo` (`$CARGO` when set) in the workspace root, without the per-package variables cargo
+/// gives a process it runs (`cargo xtask` is `cargo run -p xtask`: `CARGO_PKG_NAME=xtask`,
+/// `CARGO_MANIFEST_DIR`, ...). ring's build script tracks some of them
+/// (`rerun-if-env-changed`), so a cargo started with them and one started without (a shell,
+/// the e2e harness's nested builds) would each rerun it and rebuild everything above ring:
+/// rustls, kube, every workspace crate and test binary.
+pub fn cargo_command() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(is_per_package_variable) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Whether cargo sets `key` per package for what it runs (not `CARGO` or `CARGO_HOME`).
+pub fn is_per_package_variable(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_MANIFEST_")
+        || key.starts_with("CARGO_BIN_")
+        || matches!(
+            key,
+            "CARGO_CRATE_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR"
+        )
+}
+
 /// `${XDG_CACHE_HOME:-~/.cache}/clothjob`.
 pub fn cache_root() -> Result<PathBuf> {
     if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {

@@ -45,8 +45,7 @@ fn rembg_line(anchors: &BTreeMap<String, (f64, f64)>) -> Option<(f64, f64)> {
 /// `cargo bench -q -p PACKAGE --bench BENCH -- FIXTURE ROUNDS`; its stdout.
 fn our_bench(package: &str, bench: &str, fixture: &str, rounds: &str) -> Result<String> {
     eprintln!("==> ours (cargo bench -p {package} --bench {bench})");
-    let out = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .current_dir(root())
+    let out = xtask::cargo_command()
         .args([
             "bench", "-q", "-p", package, "--bench", bench, "--", fixture, rounds,
         ])

@@ -255,10 +255,8 @@ fn mib(bytes: u64) -> String {
 /// `<name>.tar`, `<name>.digest` and `images.json`.
 pub fn build_images(opts: &ImageOptions) -> Result<Vec<BuiltImage>> {
     if opts.build {
-        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.current_dir(workspace_root())
-            .env("CARGO_TARGET_DIR", &opts.target_dir)
-            .arg("build");
+        let mut cmd = crate::cargo_command();
+        cmd.env("CARGO_TARGET_DIR", &opts.target_dir).arg("build");
         if !opts.debug {
             cmd.arg("--release");
         }

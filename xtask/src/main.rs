@@ -69,9 +69,7 @@ pub fn root() -> PathBuf {
 }
 
 fn cargo() -> Command {
-    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    c.current_dir(root());
-    c
+    xtask::cargo_command()
 }
 
 fn run(what: &str, cmd: &mut Command) -> Result<()> {
